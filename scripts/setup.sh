@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a virtual environment at .venv with the project and its test
+# tools, and buf (for `buf lint` of the protos) under .tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${ICONICITY_EXTRAS:-scorer,dev}"
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# Plain pip (not uv or poetry): it takes torch 2.13.0's CPU wheel from this machine's
+# local wheel folder instead of downloading a CUDA build (ENVIRONMENT.md).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${EXTRAS}]"
+
+if [ ! -x .tools/node_modules/.bin/buf ]; then
+    npm install --silent --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+fi

@@ -1,0 +1,1 @@
+"""Shared by every service: server bootstrap, image decoding, logging."""
