@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +27,8 @@ class EmbeddingCache:
         self.directory = Path(directory) if directory is not None else None
         self.max_entries = max_entries
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        # The gRPC server scores on several threads at once.
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -34,6 +37,10 @@ class EmbeddingCache:
         return f"{encoder_identity}|{view}|{content_hash}"
 
     def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: str) -> np.ndarray | None:
         if key in self._memory:
             self._memory.move_to_end(key)
             self.hits += 1
@@ -52,7 +59,8 @@ class EmbeddingCache:
         return None
 
     def put(self, key: str, value: np.ndarray) -> None:
-        self._remember(key, value)
+        with self._lock:
+            self._remember(key, value)
         path = self._path(key)
         if path is None:
             return

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.fft import dct
 
-from services.common.images import DecodedImage
+from services.common.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 
 # METHOD.md: an image within Hamming distance 18 of an already kept one is a near-duplicate.
 DUPLICATE_HAMMING_DISTANCE = 18
@@ -70,3 +73,81 @@ class Reference:
         if imagery is Imagery.STATIC:
             return [self.images[0]]
         return deduplicate(list(self.images))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of a folder in natural order (`2.jpg` before `10.jpg`), so that the
+    canonical `1.*` comes first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def load_reference_folder(
+    folder: str | Path, reference_id: str | None = None, imagery: Imagery = Imagery.STATIC,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Reference:
+    """A reference from a folder of its images, canonical first."""
+    folder = Path(folder)
+    files = image_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = tuple(decode_image(p.read_bytes(), p.name, max_pixels) for p in files)
+    return Reference(reference_id or folder.name, images, imagery)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One work of a references catalog: ids, title and where its images are."""
+
+    slug: str
+    title: str
+    imagery: Imagery
+    folder: Path
+    qid: str | None = None
+    image_names: tuple[str, ...] = ()
+
+    def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reference:
+        if not self.image_names:
+            return load_reference_folder(self.folder, self.slug, self.imagery, max_pixels)
+        images = tuple(decode_image((self.folder / n).read_bytes(), n, max_pixels) for n in self.image_names)
+        return Reference(self.slug, images, self.imagery)
+
+
+def load_catalog(root: str | Path) -> list[CatalogEntry]:
+    """The works of a references folder laid out as `../shared/data/references`:
+    `catalog.json` (slug, title, imagery, qid, images) and a subfolder per slug. Without a
+    `catalog.json`, every subfolder with images is a static work named by its folder."""
+    root = Path(root)
+    catalog_file = root / "catalog.json"
+    if not catalog_file.exists():
+        return [CatalogEntry(p.name, p.name.replace("_", " "), Imagery.STATIC, p)
+                for p in sorted(root.iterdir()) if p.is_dir() and image_files(p)]
+    entries = []
+    for item in json.loads(catalog_file.read_text()):
+        entries.append(CatalogEntry(
+            slug=item["slug"],
+            title=item.get("title", item["slug"]),
+            imagery=Imagery(item.get("imagery", "static")),
+            folder=root / item["slug"],
+            qid=item.get("qid"),
+            image_names=tuple(item.get("images", ())),
+        ))
+    return entries
+
+
+def find_catalog_entry(entries: list[CatalogEntry], reference_id: str) -> CatalogEntry:
+    """The entry whose slug or QID is `reference_id`; KeyError otherwise."""
+    for entry in entries:
+        if reference_id in (entry.slug, entry.qid):
+            return entry
+    raise KeyError(f"no reference {reference_id!r} in the catalog")
