@@ -73,7 +73,8 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as error:
-            raise InvalidImage(f"image {name!r} is over the pixel limit: {error}") from error
+            # Pillow's own, larger limit tripped before ours could look at the size.
+            raise InvalidImage(f"image {name!r} is over the limit of {max_pixels:,} pixels ({error})") from error
         except (OSError, ValueError, SyntaxError) as error:
             raise InvalidImage(f"image {name!r} could not be decoded: {error}") from error
     width, height = image.size

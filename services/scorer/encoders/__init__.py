@@ -21,6 +21,7 @@ from services.scorer.encoders.transformer import SPECS, TINY_ENCODERS, load_tran
 __all__ = [
     "Cancelled", "Encoder", "EncoderInfo", "EncoderUnavailable", "Thresholds", "UnknownEncoder",
     "default_encoders", "describe_encoders", "embed", "encoder_names", "load_encoder", "register_encoder",
+    "weights_folder",
 ]
 
 CLASSICAL = "classical"
@@ -81,11 +82,26 @@ def describe_encoders() -> list[EncoderInfo]:
     return infos
 
 
-def default_encoders() -> tuple[str, str]:
-    """The paper's encoders where their weights are present, else `classical`:
-    (recognition, realization)."""
-    recognition = "clip-vit-b-16" if weights_present("clip-vit-b-16") else CLASSICAL
-    realization = next((n for n in ("dinov3-vitb16", "dinov2-vitb14") if weights_present(n)), CLASSICAL)
+def weights_folder(name: str, root: str | Path | None) -> Path | None:
+    """Where encoder `name`'s weights are under a `--weights DIR`: `DIR/<name>` or
+    `DIR/<hugging face id>` (as `hf download --local-dir` lays them out); None if neither."""
+    if root is None or name not in SPECS:
+        return None
+    for candidate in (Path(root) / name, Path(root) / SPECS[name].hf_id):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def _available(name: str, weights_root: str | Path | None) -> bool:
+    return weights_folder(name, weights_root) is not None or weights_present(name)
+
+
+def default_encoders(weights_root: str | Path | None = None) -> tuple[str, str]:
+    """The paper's encoders where their weights are present (under `weights_root` or in the
+    Hugging Face cache), else `classical`: (recognition, realization)."""
+    recognition = "clip-vit-b-16" if _available("clip-vit-b-16", weights_root) else CLASSICAL
+    realization = next((n for n in ("dinov3-vitb16", "dinov2-vitb14") if _available(n, weights_root)), CLASSICAL)
     return recognition, realization
 
 
