@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_score(commands)
     _add_serve(commands)
-    _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
+    if False:  # wired in when calibration lands
+      _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
                   "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
     _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
                   "services.scorer.probe", "add_probe_arguments", "run_probe")
@@ -130,23 +131,17 @@ def _add_serve(commands) -> None:
     parser = commands.add_parser("serve", help="run a service over gRPC")
     services = parser.add_subparsers(title="services", metavar="SERVICE", required=True)
     scorer = services.add_parser("scorer", help="the scorer service (recognition and realization)")
-    try:  # TEMP while the servicer is being written
-        from services.scorer.__main__ import add_serve_arguments, run_serve
-    except ImportError:
-        return
+    from services.scorer.__main__ import add_serve_arguments, run_serve
 
     add_serve_arguments(scorer)
     scorer.set_defaults(run=run_serve)
 
 
 def _add_optional(commands, name: str, help_text: str, module: str, add: str, run: str) -> None:
-    """A subcommand whose arguments live in its own module."""
+    """A subcommand whose arguments live in its own module (imported only when run)."""
     import importlib
 
-    try:
-        target = importlib.import_module(module)
-    except ImportError:
-        return
+    target = importlib.import_module(module)
     parser = commands.add_parser(name, help=help_text, description=help_text)
     getattr(target, add)(parser)
     parser.set_defaults(run=getattr(target, run))

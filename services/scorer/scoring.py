@@ -181,7 +181,7 @@ class Scorer:
         if not images:
             return []
         for image in images:
-            _check_grid(image, self.grid)
+            check_grid(image, self.grid)
         tensors = [_as_tensor(image) for image in images]
         global_embeddings = self._embed(self.recognition_encoder, "global", tensors, should_stop)
         crops = [crop for tensor in tensors for crop in grid_crops(tensor, self.grid)]
@@ -270,7 +270,8 @@ def _as_tensor(image: DecodedImage) -> torch.Tensor:
     return torch.from_numpy(image.pixels).permute(2, 0, 1)
 
 
-def _check_grid(image: DecodedImage, grid: tuple[int, int]) -> None:
+def check_grid(image: DecodedImage, grid: tuple[int, int] = GRID) -> None:
+    """Raises `InvalidImage` for an image with fewer pixels than grid cells on a side."""
     if image.height < grid[0] or image.width < grid[1]:
         raise InvalidImage(
             f"image {image.name!r} is {image.width}x{image.height}, too small for a {grid[0]}x{grid[1]} grid of crops"

@@ -20,7 +20,7 @@ from services.scorer.encoders.transformer import SPECS, TINY_ENCODERS, load_tran
 
 __all__ = [
     "Cancelled", "Encoder", "EncoderInfo", "EncoderUnavailable", "Thresholds", "UnknownEncoder",
-    "default_encoders", "describe_encoders", "embed", "encoder_names", "load_encoder", "register_encoder",
+    "default_encoders", "describe_encoders", "embed", "encoder_names", "load_encoder", "register_encoder", "unregister_encoder",
     "weights_folder",
 ]
 
@@ -42,6 +42,10 @@ _REGISTERED: dict[str, tuple[Callable[..., Encoder], EncoderInfo]] = {}
 
 def register_encoder(info: EncoderInfo, factory: Callable[..., Encoder]) -> None:
     _REGISTERED[info.name] = (factory, info)
+
+
+def unregister_encoder(name: str) -> None:
+    _REGISTERED.pop(name, None)
 
 
 def encoder_names() -> list[str]:

@@ -55,8 +55,11 @@ class Preprocessing:
         if self.resize is None:
             size = (self.crop, self.crop)
         else:
-            scale = self.resize / min(height, width)
-            size = (max(self.crop, round(height * scale)), max(self.crop, round(width * scale)))
+            # As transformers' processors: the shorter side to `resize`, the longer one
+            # truncated, not rounded (rounding shifts the centre crop by a pixel).
+            short, long = sorted((height, width))
+            long_side = max(self.crop, int(self.resize * long / short))
+            size = (self.resize, long_side) if height <= width else (long_side, self.resize)
         x = F.interpolate(x, size=size, mode=self.mode, align_corners=False, antialias=True)
         top, left = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
         x = x[..., top : top + self.crop, left : left + self.crop].clamp_(0, 255) / 255.0

@@ -25,6 +25,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bump when `Preprocessing` changes what it computes: cached embeddings are keyed by it.
+PREPROCESSING_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ class TransformerEncoder(Encoder):
 
     @property
     def identity(self) -> str:
-        return f"{self.name}:{self._fingerprint}:{str(self._dtype).removeprefix('torch.')}"
+        preprocessing = _digest([repr(self._spec.preprocessing), PREPROCESSING_VERSION])
+        return f"{self.name}:{self._fingerprint}:{str(self._dtype).removeprefix('torch.')}:{preprocessing}"
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return self._spec.preprocessing(image)
