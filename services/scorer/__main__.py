@@ -6,6 +6,8 @@ It logs JSON lines on stderr; when it is ready it logs `{"event": "serving", "po
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 import logging
 import sys
@@ -34,6 +36,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (default: %(default)s)")
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images scored per batch; streamed results come back a batch at a time (default: %(default)s)")
+    parser.add_argument("--weights", type=Path, metavar="DIR", default=None,
+                        help="folder with encoder weights, one subfolder per encoder name or Hugging Face id")
     parser.add_argument("--device", default=None, help="torch device for the encoders: cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--dtype", default=None, choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"], help="encoder precision (default: auto)")
     parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS, help="calls served at once (default: %(default)s)")
@@ -65,6 +69,7 @@ def run_serve(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,
+            weights=args.weights,
             max_workers=args.workers,
             preload=args.preload,
         )

@@ -32,6 +32,7 @@ def create_scorer_server(
     batch_size: int = 32,
     device: str | None = None,
     dtype: str | None = None,
+    weights: str | Path | None = None,
     max_workers: int = DEFAULT_MAX_WORKERS,
     preload: bool = False,
     credentials: grpc.ServerCredentials | None = None,
@@ -44,7 +45,7 @@ def create_scorer_server(
     reference embeddings on disk across restarts. Raises `UnknownEncoder` for an encoder
     name that does not exist and `FileNotFoundError` for a missing catalog folder, so that a
     misconfigured server fails at startup rather than on its first call."""
-    defaults = default_encoders() if recognition_encoder is None or realization_encoder is None else ("", "")
+    defaults = default_encoders(weights) if recognition_encoder is None or realization_encoder is None else ("", "")
     recognition_encoder = recognition_encoder or defaults[0]
     realization_encoder = realization_encoder or defaults[1]
     for name in (recognition_encoder, realization_encoder):
@@ -58,7 +59,7 @@ def create_scorer_server(
     servicer = ScorerServicer(
         recognition_encoder=recognition_encoder,
         realization_encoder=realization_encoder,
-        encoders=EncoderPool(device=device, dtype=dtype),
+        encoders=EncoderPool(device=device, dtype=dtype, weights=weights),
         cache=EmbeddingCache(cache_dir),
         catalog=entries,
         max_image_pixels=max_image_pixels,

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import grpc
 from iconicity.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
@@ -43,6 +44,7 @@ from services.scorer.encoders import (
     UnknownEncoder,
     describe_encoders,
     load_encoder,
+    weights_folder,
 )
 from services.scorer.references import (
     CatalogEntry,
@@ -84,9 +86,10 @@ class EncoderPool:
     """Encoders by name, each loaded on first use (once, even when several calls ask at
     the same time) and kept for the life of the server."""
 
-    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
+    def __init__(self, device: str | None = None, dtype: str | None = None, weights: str | Path | None = None) -> None:
         self.device = device
         self.dtype = dtype
+        self.weights = weights
         self._encoders: dict[str, Encoder] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -102,7 +105,7 @@ class EncoderPool:
         with lock:
             encoder = self._encoders.get(name)
             if encoder is None:
-                encoder = load_encoder(name, device=self.device, dtype=self.dtype)
+                encoder = load_encoder(name, weights=weights_folder(name, self.weights), device=self.device, dtype=self.dtype)
                 self._encoders[name] = encoder
                 log.info("encoder_loaded", extra={"encoder": name, "identity": encoder.identity})
         return encoder
