@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from services.common.images import DEFAULT_MAX_PIXELS, InvalidImage
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_score(commands)
     _add_serve(commands)
-    if False:  # wired in when calibration lands
-      _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
+    _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
                   "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
     _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
                   "services.scorer.probe", "add_probe_arguments", "run_probe")
@@ -102,9 +101,9 @@ def _add_score(commands) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from services.common.images import decode_image
     from services.scorer.aggregation import CrtVariant
     from services.scorer.references import Imagery, image_files, load_reference_folder
-    from services.common.images import decode_image
     from services.scorer.results import format_result, image_rows, write_parquet
     from services.scorer.scoring import ScoreSettings
 

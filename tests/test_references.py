@@ -8,6 +8,7 @@ import imagehash
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import references_root
 
 from services.common.images import decode_image
 from services.scorer.references import (
@@ -20,7 +21,6 @@ from services.scorer.references import (
     load_catalog,
     phash,
 )
-from shared_data import references_root
 
 
 def decoded(pixels: np.ndarray, name: str):

@@ -6,11 +6,10 @@ It logs JSON lines on stderr; when it is ready it logs `{"event": "serving", "po
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from services.common.images import DEFAULT_MAX_PIXELS
 from services.common.logs import configure_logging

@@ -8,8 +8,8 @@ servicer use the same `Scorer`, so scores do not depend on how they were asked f
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
