@@ -3,9 +3,9 @@ them with their thresholds and whether they can be loaded here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from services.scorer.encoders.base import (
     PAPER_THRESHOLDS,
