@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,8 +231,6 @@ def test_shipped_thresholds_sit_where_the_rule_puts_them_on_fresh_pairs(works, e
     assert positives.min() > shipped.recognition_static > np.percentile(negatives, 99)
 
 
-@pytest.mark.skipif(not os.environ.get("ICONICITY_FULL_CALIBRATION"),
-                    reason="the full calibration takes about a minute; set ICONICITY_FULL_CALIBRATION=1")
 def test_full_calibration_reproduces_the_shipped_file(works):
     shipped = json.loads(THRESHOLDS_FILE.read_text())
     background = fit_background([image.pixels for work in works for image in work.images])
