@@ -283,7 +283,7 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_zero():
 
     from services.common.images import encode_png
 
-    server = Process("--port", "0", "--recognition-encoder", "tiny-clip", "--realization-encoder", "tiny-dinov2",
+    server = Process("--port", "0", "--no-cache", "--recognition-encoder", "tiny-clip", "--realization-encoder", "tiny-dinov2",
                      "--dtype", "float32", "--log-level", "DEBUG", "--grace", str(CALL_TIMEOUT))
     try:
         port = server.wait_for("serving")["port"]

@@ -18,6 +18,7 @@ from services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_WORKERS,
 )
+from services.scorer.cache import default_cache_dir
 
 DEFAULT_PORT = 50053  # harvester 50051, generator 50052, scorer 50053
 
@@ -31,7 +32,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--catalog", metavar="DIR", default=None, help="references folder (catalog.json and a folder per work) that RegisterReference resolves reference ids in")
     parser.add_argument("--recognition-encoder", default=None, help="default recognition encoder (default: clip-vit-b-16 when its weights are here, else classical)")
     parser.add_argument("--realization-encoder", default=None, help="default realization encoder (default: dinov3-vitb16 or dinov2-vitb14 when their weights are here, else classical)")
-    parser.add_argument("--cache-dir", metavar="DIR", default=None, help="folder that keeps reference embeddings across restarts (default: memory only)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="folder that keeps reference embeddings across restarts (default: $ICONICITY_CACHE or ~/.cache/iconicity)")
+    parser.add_argument("--no-cache", action="store_true", help="keep reference embeddings in memory only")
     parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (default: %(default)s)")
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images scored per batch; streamed results come back a batch at a time (default: %(default)s)")
@@ -62,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
             catalog=args.catalog,
             recognition_encoder=args.recognition_encoder,
             realization_encoder=args.realization_encoder,
-            cache_dir=args.cache_dir,
+            cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
             max_image_pixels=args.max_image_pixels,
             max_message_bytes=int(args.max_message_mb * 2**20),
             batch_size=args.batch_size,
