@@ -57,7 +57,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with encoder weights, one subfolder per encoder name or Hugging Face id")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="compute dtype for neural encoders (auto: bf16 autocast where it helps)")
+                        help="compute dtype for neural encoders (auto: bf16 where the hardware computes it natively, else fp32)")
     parser.add_argument("--cache-dir", metavar="DIR", type=Path,
                         help="where reference embeddings are cached (default: $ICONICITY_CACHE or ~/.cache/iconicity)")
     parser.add_argument("--no-cache", action="store_true", help="keep reference embeddings in memory only")
