@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_score(commands)
     _add_serve(commands)
+    _add_optional(commands, "harvest", "build or update a catalog of references: images, covariates, prompt variants",
+                  "services.harvester.cli", "add_harvest_arguments", "run_harvest")
     _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
                   "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
     _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
@@ -134,6 +136,12 @@ def _add_serve(commands) -> None:
 
     add_serve_arguments(scorer)
     scorer.set_defaults(run=run_serve)
+    harvester = services.add_parser("harvester", help="the harvester service (the catalog of references)")
+    from services.harvester.__main__ import add_serve_arguments as add_harvester_arguments
+    from services.harvester.__main__ import run_serve as run_harvester
+
+    add_harvester_arguments(harvester)
+    harvester.set_defaults(run=run_harvester)
 
 
 def _add_optional(commands, name: str, help_text: str, module: str, add: str, run: str) -> None:

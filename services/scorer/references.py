@@ -125,9 +125,12 @@ class CatalogEntry:
 
 def load_catalog(root: str | Path) -> list[CatalogEntry]:
     """The works of a references folder laid out as `../shared/data/references`:
-    `catalog.json` (slug, title, imagery, qid, images) and a subfolder per slug. Without a
-    `catalog.json`, every subfolder with images is a static work named by its folder."""
+    `catalog.json` (slug, title, imagery, qid, images) and a subfolder per slug, or of a
+    harvested catalog folder (`catalog.sqlite`). Without either, every subfolder with images
+    is a static work named by its folder."""
     root = Path(root)
+    if (root / "catalog.sqlite").exists():
+        return _harvested_catalog(root)
     catalog_file = root / "catalog.json"
     if not catalog_file.exists():
         return [CatalogEntry(p.name, p.name.replace("_", " "), Imagery.STATIC, p)
@@ -142,6 +145,20 @@ def load_catalog(root: str | Path) -> list[CatalogEntry]:
             qid=item.get("qid"),
             image_names=tuple(item.get("images", ())),
         ))
+    return entries
+
+
+def _harvested_catalog(root: Path) -> list[CatalogEntry]:
+    """The works of a catalog folder that `iconicity harvest --out` wrote, with the paths of
+    their stored images (a work without images is left out: it cannot be scored)."""
+    from services.harvester.catalog import Catalog
+
+    entries = []
+    with Catalog(root, create=False) as catalog:
+        for record in catalog.references():
+            paths = tuple(str(catalog.image_path(image)) for image in catalog.images(record.id))
+            if paths:
+                entries.append(CatalogEntry(record.slug, record.title, Imagery(record.imagery), root, record.qid, paths))
     return entries
 
 
