@@ -433,3 +433,35 @@ def test_cli_counts_titles_in_a_caption_corpus(data, tmp_path, capsys):
         assert rows["Q12418"]["caption_count"] == 2
         assert rows["Q471379"]["caption_count"] == 0
         assert {p.perturbation for p in catalog.prompts()} == {"original"}
+
+
+def test_user_supplied_folders_and_url_lists_add_images(data, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(data / "references"))
+    handler.log_message = lambda *args: None
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        folder = tmp_path / "mine"
+        (folder / "Q45585").mkdir(parents=True)  # by QID
+        (folder / "Q45585" / "a.png").write_bytes((data / "references" / "the_scream" / "1.jpg").read_bytes())
+        (folder / "my_new_work").mkdir()  # unknown: becomes a reference of its own
+        (folder / "my_new_work" / "1.jpg").write_bytes((data / "references" / "udnie" / "1.jpg").read_bytes())
+        urls = tmp_path / "urls.txt"
+        urls.write_text(f"# reference url\nmona_lisa http://127.0.0.1:{web.server_port}/the_scream/1.jpg\n"
+                        f"mona_lisa http://127.0.0.1:{web.server_port}/nope.jpg\n")
+        config = offline_config(data, image_folders=(folder,), url_lists=(urls,))
+        with Catalog(tmp_path / "out") as catalog:
+            summaries = run_config(config, catalog)
+            assert [s.source for s in summaries] == ["offline", "folder", "urls"]
+            assert len(catalog.images("Q45585")) == 6 and catalog.images("Q45585")[-1].position == 5
+            assert catalog.reference("my_new_work").title == "my new work"
+            mona = catalog.images("Q12418")
+            assert mona[-1].source.endswith("/the_scream/1.jpg") and len(mona) == 5
+            failures = catalog.failures(summaries[-1].snapshot_id)
+            assert any(r == "Q12418" and "nope.jpg" in why for r, _, why in failures)
+    finally:
+        web.shutdown()
