@@ -465,3 +465,12 @@ def test_user_supplied_folders_and_url_lists_add_images(data, tmp_path):
             assert any(r == "Q12418" and "nope.jpg" in why for r, _, why in failures)
     finally:
         web.shutdown()
+
+
+def test_paper_sized_harvest_config_is_one_valid_file():
+    from services.harvester.wikidata import WikidataConfig
+
+    config = HarvestConfig.from_file(ROOT / "services" / "harvester" / "configs" / "paper.yaml")
+    wikidata = WikidataConfig.from_dict(config.wikidata)
+    assert config.source == "wikidata" and set(wikidata.kinds) == {"still", "moving"}
+    assert sum(wikidata.top_n_for(kind) for kind in wikidata.kinds) == 767
