@@ -142,6 +142,11 @@ def _add_serve(commands) -> None:
 
     add_harvester_arguments(harvester)
     harvester.set_defaults(run=run_harvester)
+    triton = services.add_parser("triton", help="Triton Inference Server with the generator's diffusion models")
+    from services.generator.triton_server import add_serve_triton_arguments, run_serve_triton
+
+    add_serve_triton_arguments(triton)
+    triton.set_defaults(run=run_serve_triton)
 
 
 def _add_optional(commands, name: str, help_text: str, module: str, add: str, run: str) -> None:
