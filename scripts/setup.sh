@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${ICONICITY_EXTRAS:-scorer,harvester,generator,dev}"
+EXTRAS="${ICONICITY_EXTRAS:-scorer,harvester,generator,flows,dev}"
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_optional(commands, "harvest", "build or update a catalog of references: images, covariates, prompt variants",
                   "services.harvester.cli", "add_harvest_arguments", "run_harvest")
+    _add_optional(commands, "compare", "print benchmark runs side by side from MLflow (metrics and differences)",
+                  "flows.compare", "add_compare_arguments", "run_compare")
     _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
                   "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
     _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
