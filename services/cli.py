@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_optional(commands, "harvest", "build or update a catalog of references: images, covariates, prompt variants",
                   "services.harvester.cli", "add_harvest_arguments", "run_harvest")
+    _add_optional(commands, "generate", "generate images with a diffusion model (through the generator service and Triton)",
+                  "services.generator.cli", "add_generate_arguments", "run_generate")
     _add_optional(commands, "compare", "print benchmark runs side by side from MLflow (metrics and differences)",
                   "flows.compare", "add_compare_arguments", "run_compare")
     _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
@@ -144,6 +146,12 @@ def _add_serve(commands) -> None:
 
     add_harvester_arguments(harvester)
     harvester.set_defaults(run=run_harvester)
+    generator = services.add_parser("generator", help="the generator service (diffusion models through Triton)")
+    from services.generator.__main__ import add_serve_arguments as add_generator_arguments
+    from services.generator.__main__ import run_serve as run_generator
+
+    add_generator_arguments(generator)
+    generator.set_defaults(run=run_generator)
     triton = services.add_parser("triton", help="Triton Inference Server with the generator's diffusion models")
     from services.generator.triton_server import add_serve_triton_arguments, run_serve_triton
 
