@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
@@ -102,6 +103,18 @@ def create_server(
         raise OSError(f"could not bind {address!r}: the address is in use or not valid")
     _STATES[server] = _ServerState(health_servicer, service_names)
     return server, port
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """The flags every service's `serve` command shares: where to listen, message and
+    concurrency limits, the SIGTERM grace period, and logging."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or [::] for every interface (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS, help="calls served at once (default: %(default)s)")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds calls in flight get to finish on SIGTERM (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
+    parser.add_argument("--log-format", default="json", choices=["json", "text"], help="log lines as JSON objects or text (default: %(default)s)")
 
 
 def set_serving(server: grpc.Server, serving: bool, service: str | None = None) -> None:

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from services.common.logs import configure_logging
-from services.common.server import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WORKERS
+from services.common.server import add_listen_arguments
 
 DEFAULT_PORT = 50052  # harvester 50051, generator 50052, scorer 50053
 DEFAULT_TRITON = "127.0.0.1:8001"
@@ -26,8 +26,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     # Defaults written out here so that `--help` does not import the client (tritonclient).
     parser.add_argument("--triton", metavar="HOST:PORT", default=DEFAULT_TRITON,
                         help="Triton's gRPC endpoint (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or [::] for every interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    add_listen_arguments(parser, DEFAULT_PORT)
     parser.add_argument("--max-images", type=int, default=64, metavar="N", help="most images one call may ask for (default: %(default)s)")
     parser.add_argument("--max-in-flight", type=int, default=16, metavar="N",
                         help="most Triton requests in flight at once, over all calls; at least Triton's max batch size "
@@ -37,11 +36,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--artifacts", metavar="DIR", default=None,
                         help="artifact store (a folder or file:// URI) that IMAGE_DELIVERY_URI requests write PNGs to, "
                              "as <root>/<sha[:2]>/<sha>.png")
-    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS, help="calls served at once (default: %(default)s)")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds calls in flight get to finish on SIGTERM (default: %(default)s)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
-    parser.add_argument("--log-format", default="json", choices=["json", "text"], help="log lines as JSON objects or text (default: %(default)s)")
     return parser
 
 

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from services.common.logs import configure_logging
-from services.common.server import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WORKERS
+from services.common.server import add_listen_arguments
 
 DEFAULT_PORT = 50051  # harvester 50051, generator 50052, scorer 50053
 
@@ -21,13 +21,7 @@ log = logging.getLogger("iconicity.harvester")
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--catalog", metavar="DIR", required=True,
                         help="catalog folder that `iconicity harvest --out DIR` wrote (created empty when absent)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or [::] for every interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS, help="calls served at once (default: %(default)s)")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds calls in flight get to finish on SIGTERM (default: %(default)s)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
-    parser.add_argument("--log-format", default="json", choices=["json", "text"], help="log lines as JSON objects or text (default: %(default)s)")
+    add_listen_arguments(parser, DEFAULT_PORT)
     return parser
 
 

@@ -13,11 +13,7 @@ from pathlib import Path
 
 from services.common.images import DEFAULT_MAX_PIXELS
 from services.common.logs import configure_logging
-from services.common.server import (
-    DEFAULT_GRACE_SECONDS,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_WORKERS,
-)
+from services.common.server import add_listen_arguments
 from services.scorer.cache import default_cache_dir
 
 DEFAULT_PORT = 50053  # harvester 50051, generator 50052, scorer 50053
@@ -27,8 +23,7 @@ log = logging.getLogger("iconicity.scorer")
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the scorer server's flags to `parser` (used by `iconicity serve scorer`)."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or [::] for every interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    add_listen_arguments(parser, DEFAULT_PORT)
     parser.add_argument("--catalog", metavar="DIR", default=None, help="references folder (catalog.json and a folder per work) that RegisterReference resolves reference ids in")
     parser.add_argument("--recognition-encoder", default=None, help="default recognition encoder (default: clip-vit-b-16 when its weights are here, else classical)")
     parser.add_argument("--realization-encoder", default=None, help="default realization encoder (default: dinov3-vitb16 or dinov2-vitb14 when their weights are here, else classical)")
@@ -36,17 +31,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="folder that keeps reference embeddings across restarts (default: $ICONICITY_CACHE or ~/.cache/iconicity)")
     parser.add_argument("--no-cache", action="store_true", help="keep reference embeddings in memory only")
     parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (default: %(default)s)")
-    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20, help="largest gRPC message accepted or sent, in MiB (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images scored per batch; streamed results come back a batch at a time (default: %(default)s)")
     parser.add_argument("--weights", type=Path, metavar="DIR", default=None,
                         help="folder with encoder weights, one subfolder per encoder name or Hugging Face id")
     parser.add_argument("--device", default=None, help="torch device for the encoders: cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument("--dtype", default=None, choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"], help="encoder precision (default: auto)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_MAX_WORKERS, help="calls served at once (default: %(default)s)")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, help="seconds calls in flight get to finish on SIGTERM (default: %(default)s)")
     parser.add_argument("--preload", action="store_true", help="load the default encoders before serving instead of on the first call")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
-    parser.add_argument("--log-format", default="json", choices=["json", "text"], help="log lines as JSON objects or text (default: %(default)s)")
     return parser
 
 
