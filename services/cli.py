@@ -38,12 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iconicity", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_optional(commands, "run", "run a whole benchmark: harvest, generate, score, log to MLflow (default: the embedded default)",
+                  "flows.run", "add_run_arguments", "run_run")
     _add_score(commands)
     _add_serve(commands)
     _add_optional(commands, "harvest", "build or update a catalog of references: images, covariates, prompt variants",
                   "services.harvester.cli", "add_harvest_arguments", "run_harvest")
     _add_optional(commands, "generate", "generate images with a diffusion model (through the generator service and Triton)",
                   "services.generator.cli", "add_generate_arguments", "run_generate")
+    _add_optional(commands, "schedule", "register a benchmark to run on a cron schedule (Prefect deployment)",
+                  "flows.schedule", "add_schedule_arguments", "run_schedule")
     _add_optional(commands, "compare", "print benchmark runs side by side from MLflow (metrics and differences)",
                   "flows.compare", "add_compare_arguments", "run_compare")
     _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",

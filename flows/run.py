@@ -1,0 +1,156 @@
+"""`iconicity run`: a whole benchmark on this machine, from one command.
+
+    iconicity run [--config FILE] [--images-dir DIR] [--tracking-uri URI] [--out DIR]
+
+Without `--config` it runs the embedded default benchmark (`flows/benchmarks/default.yaml`).
+It starts on loopback what the benchmark marks `local` (harvester, Triton and the generator,
+scorer; `flows.local.LocalServices`), uses Prefect's temporary local API (or the one
+`PREFECT_API_URL` names) and an MLflow store (`--tracking-uri`, else the file's, else
+`sqlite:///OUT/mlflow.db`), runs the `benchmark` flow with a progress bar on stderr, stops
+what it started, and prints where everything is. Results go to `--out` (default
+`runs/<benchmark name>`); running the same command again continues a killed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `iconicity run`."""
+    parser.add_argument("--config", metavar="FILE",
+                        help="benchmark file (YAML); `default` or `paper` name the shipped ones (default: default)")
+    parser.add_argument("--images-dir", metavar="DIR", type=Path,
+                        help="offline reference images, one folder per slug (default: the file's references.images_dir, "
+                             "else $ICONICITY_SHARED_DATA/references or ../shared/data/references)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: the file's mlflow.tracking_uri, else sqlite:///OUT/mlflow.db)")
+    parser.add_argument("--out", metavar="DIR", type=Path, help="results folder (default: runs/<benchmark name>)")
+    parser.add_argument("--execution-id", metavar="ID",
+                        help="MLflow parent run identity (default: from the benchmark's content, so a rerun continues it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _Progress:
+    """A tqdm bar over images generated and scored (stored ones count at once)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        self.enabled = enabled
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, count: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            if event == "planned":
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=count, desc="images generated + scored", unit="step", file=sys.stderr,
+                                dynamic_ncols=True)
+            elif self.bar is not None and event in ("generated", "scored", "skipped"):
+                self.bar.update(count)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.bar is not None:
+                self.bar.close()
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """Runs the benchmark; prints where the results are. 1 when some cells failed."""
+    from flows.spec import load_benchmark
+
+    spec = load_benchmark(args.config)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    out = out.resolve()
+    return report(execute(spec, out, images_dir=args.images_dir, tracking_uri=args.tracking_uri,
+                          execution_id=getattr(args, "execution_id", None),
+                          progress=not getattr(args, "no_progress", False)))
+
+
+def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_uri: str | None = None,
+            execution_id: str | None = None, progress: bool = True) -> Any:
+    """Starts the local services, runs the flow, stops them; returns the `BenchmarkResult`
+    (with `addresses` and `started` attributes added)."""
+    from flows.benchmark import progress_listener, run_benchmark
+    from flows.local import LocalServices, images_dir_for
+
+    started = time.perf_counter()
+    source = images_dir_for(spec, images_dir)
+    if spec.services.is_local("harvester") or spec.services.is_local("scorer"):
+        if source is None:
+            raise ValueError("no offline reference images: pass --images-dir DIR (one folder per slug)")
+        if not source.is_dir():
+            raise FileNotFoundError(f"no images folder {str(source)!r}")
+        print(f"offline: reference images from {source}", file=sys.stderr, flush=True)
+    local = [s for s in ("harvester", "triton", "generator", "scorer") if spec.services.is_local(s)]
+    if local:
+        print(f"starting on loopback: {', '.join(local)} ...", file=sys.stderr, flush=True)
+    bar = _Progress(progress)
+    warming = threading.Thread(target=warm_prefect, name="prefect-warm-up", daemon=True)
+    warming.start()  # Prefect's temporary API comes up while the services start
+    with LocalServices(spec, out, source, tracking_uri=tracking_uri) as addresses:
+        for name, why in addresses.unavailable_models.items():
+            print(f"model {name} is not served here: {why}", file=sys.stderr, flush=True)
+        try:
+            with progress_listener(bar):
+                result = run_benchmark(spec, out, addresses.to_dict(), execution_id=execution_id)
+        finally:
+            bar.close()
+    result.addresses = addresses
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def warm_prefect() -> None:
+    """Starts Prefect's temporary local API now (where no PREFECT_API_URL is set), so that the
+    flow does not wait for it later; failures are left for the flow to report."""
+    import flows.benchmark  # noqa: F401  (sets the environment Prefect reads)
+
+    with contextlib.suppress(Exception):
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.hello()
+
+
+def report(result: Any, stream=None) -> int:
+    """Prints where everything is; 1 (and the failed cells) when some cells failed."""
+    stream = stream or sys.stdout
+    out = Path(result.out_dir)
+    print(f"benchmark {result.name}: {len(result.cells) - len(result.failed)} of {len(result.cells)} cells completed "
+          f"over {len(result.references)} references in {getattr(result, 'wall_seconds', result.seconds):.1f} s",
+          file=stream)
+    print(f"results:        {out}", file=stream)
+    print(f"  store:        {out / 'results'}", file=stream)
+    for cell in result.cells:
+        if cell.status == "completed":
+            m = cell.metrics
+            print(f"  {cell.cell:<28} CRA {m.get('cra', float('nan')):.3f}  VR {m.get('vr', float('nan')):.3f}  "
+                  f"VI {m.get('vi', float('nan')):.3f}  CRT {m.get('crt', float('nan')):.3f}  "
+                  f"{cell.images_file}", file=stream)
+        else:
+            print(f"  {cell.cell:<28} FAILED: {cell.error}", file=stream)
+    print(f"MLflow:         {result.tracking_uri} (experiment {result.experiment!r}, parent run {result.parent_run_id})",
+          file=stream)
+    uri = result.tracking_uri
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        print(f"browse:         mlflow ui --backend-store-uri {uri}", file=stream)
+    else:
+        print(f"browse:         open {uri}", file=stream)
+    with contextlib.suppress(Exception):
+        stream.flush()
+    if result.failed:
+        raise RuntimeError(f"{len(result.failed)} of {len(result.cells)} cells failed: "
+                           + "; ".join(f"{c.cell}: {c.error}" for c in result.failed))
+    return 0
+
+
+__all__ = ["add_run_arguments", "execute", "report", "run_run", "warm_prefect"]
