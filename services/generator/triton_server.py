@@ -63,12 +63,13 @@ def _cuda_available() -> bool:
 def preferred_batch_sizes(max_batch_size: int) -> list[int]:
     """Batch sizes Triton dispatches at once instead of waiting out the queue delay: with 8
     requests in flight a batch of 8 goes as soon as it is queued, not after the delay spent
-    hoping for 16.
+    hoping for 16. Nothing below 8: requests arrive one by one, and a preferred 4 was
+    dispatched before the rest of the 8 came (mean batch 5, measured).
 
     >>> preferred_batch_sizes(16), preferred_batch_sizes(3)
-    ([4, 8, 16], [3])
+    ([8, 16], [3])
     """
-    sizes = [b for b in (4, 8, 16, 32, 64, 128) if b < max_batch_size]
+    sizes = [b for b in (8, 16, 32, 64, 128) if b < max_batch_size]
     return [*sizes, max_batch_size]
 
 
