@@ -52,6 +52,16 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
 
 
+def _api_url() -> str | None:
+    """The Prefect API this process talks to (PREFECT_API_URL or the active profile's)."""
+    try:
+        from prefect.settings import get_current_settings
+
+        return get_current_settings().api.url or None
+    except Exception:  # settings that do not load: the variable alone
+        return os.environ.get("PREFECT_API_URL") or None
+
+
 def run_schedule(args: argparse.Namespace) -> int:
     from prefect.client.schemas.schedules import CronSchedule
 
@@ -68,7 +78,7 @@ def run_schedule(args: argparse.Namespace) -> int:
                   "tracking_uri": args.tracking_uri}
     name = args.name or spec.name
     if args.pool:
-        if not os.environ.get("PREFECT_API_URL"):
+        if not _api_url():
             raise RuntimeError("--pool needs a Prefect server: set PREFECT_API_URL (prefect server start)")
         deployment_id = scheduled_benchmark.from_source(source=str(REPO), entrypoint=ENTRYPOINT).deploy(
             name=name, work_pool_name=args.pool, cron=args.cron, parameters=parameters, print_next_steps=False)
