@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
               f"teardown {teardown:.1f} s")
         print(f"compute {compute:.1f} s = generation {generation:.1f} s (inside Triton) + scoring {scoring:.1f} s "
               f"(ScoreImages round trips) over {images} images in {len(summary['cells'])} cells")
-        print(f"wall / compute: {figures['overhead_ratio']:.2f} with startup and teardown, "
-              f"{figures['overhead_ratio_no_startup']:.2f} the flow alone (target <= 1.25), "
+        print(f"wall / compute: {figures['overhead_ratio']:.2f} with startup and teardown (target <= 1.25), "
+              f"{figures['overhead_ratio_no_startup']:.2f} the flow alone, "
               f"{figures['overhead_ratio_no_startup_longest']:.2f} the flow over its longer stage; "
               f"load average {load:.2f} before, {figures['load_after']:.2f} after")
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))

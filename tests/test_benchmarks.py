@@ -20,3 +20,27 @@ def test_scorer_benchmark_quick_run_prints_its_figures():
         assert float(figures[key]) > 0
     # Ours and the naive algorithm computed the same scores.
     assert figures.get("check") == "pass"
+
+
+def _last_line_figures(script: str, *args: str) -> dict[str, str]:
+    result = subprocess.run([sys.executable, script, "--quick", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, (result.stdout[-1000:], result.stderr[-2000:])
+    last = result.stdout.strip().splitlines()[-1]
+    return dict(pair.split("=", 1) for pair in last.split())
+
+
+def test_generator_benchmark_quick_run_prints_its_figures():
+    figures = _last_line_figures("benchmarks/generator.py")
+    assert list(figures)[:2] == ["vs_sequential", "vs_batched"]
+    assert float(figures["vs_sequential"]) > 0 and float(figures["vs_batched"]) > 0
+    # Every way of generating made the same images (within one level; see the script).
+    assert figures.get("check") == "pass"
+
+
+def test_orchestration_benchmark_quick_run_prints_its_figures():
+    figures = _last_line_figures("benchmarks/orchestration.py")
+    assert list(figures)[0] == "overhead_ratio"
+    wall, compute = float(figures["wall_s"]), float(figures["compute_s"])
+    assert wall > 0 and compute > 0
+    assert abs(float(figures["overhead_ratio"]) - wall / compute) < 0.01

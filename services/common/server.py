@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import threading
@@ -281,6 +282,22 @@ def _status_code(context: grpc.ServicerContext, error: BaseException | None) -> 
     if not context.is_active():
         return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
     return grpc.StatusCode.OK
+
+
+StatusFor = Callable[[Exception, grpc.ServicerContext], tuple[grpc.StatusCode, str]]
+
+
+@contextlib.contextmanager
+def status_on_error(context: grpc.ServicerContext, status_for: StatusFor, logger: logging.Logger) -> Iterator[None]:
+    """Ends the call with the status code `status_for` gives the exception; an unexpected one
+    (INTERNAL) is logged with its traceback first."""
+    try:
+        yield
+    except Exception as error:
+        code, message = status_for(error, context)
+        if code is grpc.StatusCode.INTERNAL:
+            logger.exception("internal_error", extra={"error": type(error).__name__})
+        context.abort(code, message)
 
 
 def deadline_passed(context: grpc.ServicerContext) -> bool:

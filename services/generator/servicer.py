@@ -11,14 +11,13 @@ them, without waiting for the next image.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 
 import grpc
 from iconicity.v1 import generator_pb2, generator_pb2_grpc
 
-from services.common.server import deadline_passed
+from services.common.server import deadline_passed, status_on_error
 from services.generator.client import (
     TritonDeadlineExceeded,
     TritonError,
@@ -190,16 +189,8 @@ def _model_proto(status: ModelStatus) -> generator_pb2.ModelInfo:
 # -- status codes ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def _status_on_error(context: grpc.ServicerContext):
-    """Ends the call with the status code an exception stands for."""
-    try:
-        yield
-    except Exception as error:
-        code, message = _status(error, context)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("internal_error", extra={"error": type(error).__name__})
-        context.abort(code, message)
+    return status_on_error(context, _status, log)
 
 
 def _status(error: Exception, context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str]:

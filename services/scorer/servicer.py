@@ -14,7 +14,6 @@ DEADLINE_EXCEEDED.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -33,7 +32,7 @@ from services.common.images import (
     InvalidImage,
     decode_image,
 )
-from services.common.server import deadline_passed
+from services.common.server import deadline_passed, status_on_error
 from services.scorer.aggregation import CrtVariant
 from services.scorer.cache import EmbeddingCache
 from services.scorer.crops import GRID
@@ -421,16 +420,8 @@ def _stop_check(context: grpc.ServicerContext):
     return lambda: not context.is_active()
 
 
-@contextlib.contextmanager
 def _status_on_error(context: grpc.ServicerContext):
-    """Ends the call with the status code an exception stands for."""
-    try:
-        yield
-    except Exception as error:
-        code, message = _status(error, context)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("internal_error", extra={"error": type(error).__name__})
-        context.abort(code, message)
+    return status_on_error(context, _status, log)
 
 
 def _status(error: Exception, context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str]:
