@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ class LocalServices:
         started: list[str] = []
         catalog_dir = None
         images = images_dir_for(spec, self.images_dir)
+        configs: list[Any] = []
+        triton_start = None
+        if services.is_local("generator"):
+            from services.generator.models import ModelConfig, resolve_models
+
+            configs = resolve_models([ModelConfig.from_dict(c) for c in spec.model_configs()])
+            if services.is_local("triton"):
+                # Triton takes the longest to come up (its model processes import torch and
+                # diffusers): it starts in the background while the catalog is harvested and
+                # the other services start.
+                triton_start = self._start_triton_in_background(stack, configs)
         needs_catalog = services.is_local("harvester") or services.is_local("scorer")
         if needs_catalog:
             catalog_dir = harvest_catalog(spec, self.out_dir, images)
@@ -185,12 +197,8 @@ class LocalServices:
         unavailable: dict[str, str] = {}
         generator = services.generator
         if services.is_local("generator"):
-            from services.generator.models import ModelConfig, resolve_models
-
-            configs = [ModelConfig.from_dict(c) for c in spec.model_configs()]
-            configs = resolve_models(configs)
-            if services.is_local("triton"):
-                triton_url, unavailable = self._start_triton(stack, configs)
+            if triton_start is not None:
+                self.triton, triton_url, unavailable = triton_start.result()
                 started.append("triton")
             from services.generator.server import create_generator_server
 
@@ -233,7 +241,27 @@ class LocalServices:
         stack.callback(shutdown, server, 2.0)
         log.info("started %s", name)
 
-    def _start_triton(self, stack: contextlib.ExitStack, configs: list[Any]) -> tuple[str, dict[str, str]]:
+    def _start_triton_in_background(self, stack: contextlib.ExitStack, configs: list[Any]) -> Future:
+        """`_start_triton` on a thread; the stack stops the server once it has started, also
+        when something else fails first. Registered before the other services, so Triton
+        stops after the generator that uses it."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="triton-start")
+        future = pool.submit(self._start_triton, configs)
+        pool.shutdown(wait=False)
+
+        def stop_once_started() -> None:
+            try:
+                server = future.result()[0]
+            except Exception:  # noqa: BLE001 - it did not start; its error surfaces from result()
+                return
+            server.close()
+
+        stack.callback(stop_once_started)
+        return future
+
+    def _start_triton(self, configs: list[Any]) -> tuple[Any, str, dict[str, str]]:
+        """Builds the model repository and starts Triton on it; returns the server, its gRPC
+        address and the models it cannot serve here (with why)."""
         from services.generator.triton_server import TritonServer, build_model_repository
 
         servable, unavailable = servable_models(configs)
@@ -245,9 +273,11 @@ class LocalServices:
         server = TritonServer(repository, [c.name for c in servable], workdir=root / "work",
                               startup_timeout=self.triton_startup_timeout,
                               env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        stack.enter_context(server)
-        self.triton = server
-        return server.grpc_url, unavailable
+        with contextlib.ExitStack() as failed:
+            failed.callback(server.close)
+            server.start()
+            failed.pop_all()
+        return server, server.grpc_url, unavailable
 
 
 @contextlib.contextmanager
