@@ -99,6 +99,9 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
     with LocalServices(spec, out, source, tracking_uri=tracking_uri) as addresses:
         for name, why in addresses.unavailable_models.items():
             print(f"model {name} is not served here: {why}", file=sys.stderr, flush=True)
+        # The flow must not reach for Prefect's temporary API while the warm-up is still
+        # starting it: two starts race for one server (seen as "Failed to reach API" under load).
+        warming.join()
         try:
             with progress_listener(bar):
                 result = run_benchmark(spec, out, addresses.to_dict(), execution_id=execution_id)
