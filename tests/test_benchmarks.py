@@ -37,10 +37,3 @@ def test_generator_benchmark_quick_run_prints_its_figures():
     # Every way of generating made the same images (within one level; see the script).
     assert figures.get("check") == "pass"
 
-
-def test_orchestration_benchmark_quick_run_prints_its_figures():
-    figures = _last_line_figures("benchmarks/orchestration.py")
-    assert list(figures)[0] == "overhead_ratio"
-    wall, compute = float(figures["wall_s"]), float(figures["compute_s"])
-    assert wall > 0 and compute > 0
-    assert abs(float(figures["overhead_ratio"]) - wall / compute) < 0.01
