@@ -18,6 +18,14 @@ smoothed, so that when the classes separate (whole images do) the threshold does
 the single lowest positive and single highest negative; when they overlap (crops do), it is
 where the two error rates trade evenly. Everything is seeded, so a calibration is reproducible
 from its provenance.
+
+`calibrate_labelled` puts the same rule on a labelled set instead (`services.scorer.validation`:
+replicas, composites, transformations, unrelated works, generated or labelled by people):
+recognition separates the pairs that evoke the work (replicas, transformations, composites
+taking at least half of its cells) from unrelated ones; reuse separates crops that are the
+work's (every crop of a replica, a composite's recorded cells) from crops that are not (a
+composite's other cells, every crop of an unrelated image). `plot_calibration` draws each
+threshold's ROC curve and balanced accuracy against the threshold.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,9 +52,21 @@ from services.scorer.realization import crop_similarity
 from services.scorer.recognition import recognition_similarity
 from services.scorer.references import Imagery, Reference, load_catalog
 
+if TYPE_CHECKING:
+    from services.scorer.validation import LabelledPair
+
 RULE = "max balanced accuracy of the scores smoothed by Gaussians of Silverman bandwidth (per class)"
 THRESHOLD_NAMES = ("recognition_static", "recognition_dynamic", "reuse")
 DEFAULT_REPLICAS = 4
+# On a labelled set, a composite evokes the work when at least half of its cells are the work's.
+EVOKED_PARTIAL_K = 8
+LABELLED_CRITERION = {
+    "recognition": f"positives: replica, transformation and partial with k >= {EVOKED_PARTIAL_K} pairs; "
+                   "negatives: unrelated pairs (static: s_i against the canonical image; dynamic: the max over "
+                   "the work's de-duplicated images)",
+    "reuse": "positives: every crop of a replica and the recorded cells of a partial; negatives: the other cells "
+             "of a partial and every crop of an unrelated image (m_ik against the canonical image's crops)",
+}
 
 Progress = Callable[[str], None]
 
@@ -73,6 +93,8 @@ class Calibration:
     recognition_dynamic: Separation
     reuse: Separation
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The (positive, negative) scores behind each threshold, by name: for plots, not saved.
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """classical.json's layout: "thresholds", then "calibration" (statistics, provenance)."""
@@ -146,6 +168,24 @@ def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_curve(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) of `score >= t` for every distinct score t, highest first, from (0, 0) to
+    (1, 1). Tied scores move both rates at once, so the trapezoid area under the points is
+    `roc_auc`.
+
+    >>> fpr, tpr = roc_curve(np.array([0.9, 0.5]), np.array([0.5, 0.1]))
+    >>> fpr.tolist(), tpr.tolist()
+    ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0])
+    """
+    positives, negatives = np.sort(np.asarray(positives, float).ravel()), np.sort(np.asarray(negatives, float).ravel())
+    if positives.size == 0 or negatives.size == 0:
+        raise ValueError(f"need positives and negatives, got {positives.size} and {negatives.size}")
+    thresholds = np.unique(np.concatenate([positives, negatives]))[::-1]
+    tpr = (positives.size - np.searchsorted(positives, thresholds, side="left")) / positives.size
+    fpr = (negatives.size - np.searchsorted(negatives, thresholds, side="left")) / negatives.size
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+
+
 def balanced_accuracy(positives: np.ndarray, negatives: np.ndarray, threshold: float) -> float:
     """(TPR + TNR) / 2 of `score > threshold`.
 
@@ -204,11 +244,16 @@ def _embed_views(encoder: Encoder, images: Sequence[np.ndarray], grid: tuple[int
     return whole, crops.reshape(len(images), grid[0] * grid[1], -1)
 
 
-def _prepare_work(encoder: Encoder, reference: Reference, seed: int, replicas: int, grid: tuple[int, int]) -> _Work:
-    rng = _work_rng(seed, reference.reference_id)
+def _embed_work(encoder: Encoder, reference: Reference, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Every image of the work embedded whole and as crops, and the indices of its dynamic pool."""
     images, crops = _embed_views(encoder, [image.pixels for image in reference.images], grid)
     kept = {image.name for image in reference.pool(Imagery.DYNAMIC)}
-    pool = [i for i, image in enumerate(reference.images) if image.name in kept]
+    return images, crops, [i for i, image in enumerate(reference.images) if image.name in kept]
+
+
+def _prepare_work(encoder: Encoder, reference: Reference, seed: int, replicas: int, grid: tuple[int, int]) -> _Work:
+    rng = _work_rng(seed, reference.reference_id)
+    images, crops, pool = _embed_work(encoder, reference, grid)
     made = [edits.replica(reference.images[0].pixels, rng) for _ in range(replicas)]
     made_pool = [edits.replica(reference.images[i].pixels, rng) for i in pool if i != 0]
     replica_images, replica_crops = _embed_views(encoder, [p for p, _ in made], grid)
@@ -261,11 +306,14 @@ def calibrate(
     (3, 6, 48)
     """
     scores, works = _pair_scores(encoder, references, seed, replicas_per_work, grid, progress)
+    return _calibration(scores, _provenance(encoder, references, works, seed, replicas_per_work, grid, source))
+
+
+def _calibration(scores: dict[str, tuple[np.ndarray, np.ndarray]], provenance: dict[str, Any]) -> Calibration:
     static, dynamic, reuse = (separation(*scores[name]) for name in THRESHOLD_NAMES)
     thresholds = Thresholds(static.threshold, dynamic.threshold, reuse.threshold)
     _check_thresholds(thresholds)
-    return Calibration(thresholds, static, dynamic, reuse,
-                       _provenance(encoder, references, works, seed, replicas_per_work, grid, source))
+    return Calibration(thresholds, static, dynamic, reuse, provenance, scores)
 
 
 def pair_scores(
@@ -300,6 +348,149 @@ def _pair_scores(encoder: Encoder, references: Sequence[Reference], seed: int, r
     return scores, works
 
 
+# -- calibrating on a labelled set -------------------------------------------------------------------
+def calibrate_labelled(
+    encoder: Encoder,
+    pairs: Sequence[LabelledPair],
+    references: Sequence[Reference],
+    grid: tuple[int, int] = GRID,
+    source: str | None = None,
+    progress: Progress | None = None,
+) -> Calibration:
+    """Thresholds for `encoder` from a labelled set (`LABELLED_CRITERION` says which pairs and
+    crops are positive), with their separation statistics and provenance.
+
+    >>> from services.common.images import DecodedImage
+    >>> from services.scorer.encoders.classical import ClassicalEncoder
+    >>> from services.scorer.validation import labelled_pairs
+    >>> rng = np.random.default_rng(0)
+    >>> works = [Reference(f"w{i}", (DecodedImage("1.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), str(i)),))
+    ...          for i in range(3)]
+    >>> c = calibrate_labelled(ClassicalEncoder(None), labelled_pairs(works, per_class=1, partial_ks=(8,)), works)
+    >>> c.recognition_static.positives, c.recognition_static.negatives, c.reuse.positives, c.reuse.negatives
+    (9, 3, 72, 72)
+    """
+    scores = labelled_pair_scores(encoder, pairs, references, grid, progress)
+    return _calibration(scores, _labelled_provenance(encoder, pairs, references, grid, source))
+
+
+def labelled_pair_scores(
+    encoder: Encoder,
+    pairs: Sequence[LabelledPair],
+    references: Sequence[Reference],
+    grid: tuple[int, int] = GRID,
+    progress: Progress | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The (positive, negative) scores behind each threshold on a labelled set, by name."""
+    by_id = {r.reference_id: r for r in references}
+    unknown = sorted({p.reference_id for p in pairs} - set(by_id))
+    if unknown:
+        raise ValueError(f"the labelled set names works that are not among the references: {', '.join(unknown[:5])}")
+    works = {}
+    for n, work in enumerate(dict.fromkeys(p.reference_id for p in pairs)):
+        if progress is not None:
+            progress(f"[{n + 1}] {work}")
+        works[work] = _embed_work(encoder, by_id[work], grid)
+    whole, crops = _embed_views(encoder, [p.image.pixels for p in pairs], grid)
+    found: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in THRESHOLD_NAMES}
+    for i, pair in enumerate(pairs):
+        images, work_crops, pool = works[pair.reference_id]
+        evoked = _evokes(pair)
+        if evoked is not None:
+            found["recognition_static"][0 if evoked else 1].append(float(recognition_similarity(whole[i : i + 1], images[:1])[0]))
+            found["recognition_dynamic"][0 if evoked else 1].append(float(recognition_similarity(whole[i : i + 1], images[pool])[0]))
+        reused = _reused_cells(pair, grid)
+        if reused is not None:
+            m = crop_similarity(crops[i : i + 1], work_crops[0])[0]
+            found["reuse"][0].extend(m[reused].tolist())
+            found["reuse"][1].extend(m[~reused].tolist())
+    for name, (positives, negatives) in found.items():
+        if not positives or not negatives:
+            raise ValueError(f"the labelled set gives {len(positives)} positives and {len(negatives)} negatives for the "
+                             f"{name} threshold; it needs both ({LABELLED_CRITERION[name.split('_')[0]]})")
+    return {name: (np.array(positives), np.array(negatives)) for name, (positives, negatives) in found.items()}
+
+
+def _evokes(pair: LabelledPair) -> bool | None:
+    """Whether the pair's image evokes its work; None: the pair says nothing about it."""
+    if pair.label in ("replica", "transformation"):
+        return True
+    if pair.label == "unrelated":
+        return False
+    if pair.label == "partial" and pair.k is not None and pair.k >= EVOKED_PARTIAL_K:
+        return True
+    return None
+
+
+def _reused_cells(pair: LabelledPair, grid: tuple[int, int]) -> np.ndarray | None:
+    """Which of the image's crops are the work's; None: unknown (transformations, composites
+    without recorded cells)."""
+    cells = grid[0] * grid[1]
+    if pair.label in ("replica", "unrelated"):
+        return np.full(cells, pair.label == "replica")
+    if pair.label == "partial" and pair.reuse_cells is not None:
+        return np.isin(np.arange(cells), pair.reuse_cells)
+    return None
+
+
+def _labelled_provenance(encoder: Encoder, pairs: Sequence[LabelledPair], references: Sequence[Reference],
+                         grid: tuple[int, int], source: str | None) -> dict[str, Any]:
+    used = sorted({p.reference_id for p in pairs})
+    hashes = sorted(image.content_hash for r in references if r.reference_id in used for image in r.images)
+    return {
+        "encoder": encoder.name,
+        "encoder_identity": encoder.identity,
+        "labelled_set": {
+            "source": source,
+            "pairs": {label: sum(p.label == label for p in pairs) for label in dict.fromkeys(p.label for p in pairs)},
+            "content_digest": hashlib.sha256("".join(p.image.content_hash for p in pairs).encode()).hexdigest()[:16],
+        },
+        "references": {"works": used, "images": len(hashes),
+                       "content_digest": hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]},
+        "criterion": LABELLED_CRITERION,
+        "grid": list(grid),
+    }
+
+
+def plot_calibration(calibration: Calibration, path: Path) -> Path:
+    """A PNG with, for each threshold, its ROC curve (the chosen point marked) and the balanced
+    accuracy against the threshold, raw and smoothed as the rule sees it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not calibration.scores:
+        raise ValueError("this calibration carries no scores to plot")
+    figure = Figure(figsize=(10, 9.5))
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.06, top=0.9, hspace=0.5, wspace=0.22)
+    for row, name in zip(figure.subplots(len(THRESHOLD_NAMES), 2), THRESHOLD_NAMES):
+        _plot_threshold(row, name, getattr(calibration, name), *calibration.scores[name])
+    figure.suptitle(f"{calibration.provenance.get('encoder_identity', '')}\nrule: {RULE}", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    return path
+
+
+def _plot_threshold(axes: Sequence[Any], name: str, s: Separation, positives: np.ndarray, negatives: np.ndarray) -> None:
+    fpr, tpr = roc_curve(positives, negatives)
+    axes[0].plot(fpr, tpr, drawstyle="default")
+    axes[0].plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle=":")
+    axes[0].plot([s.false_positive_rate], [s.true_positive_rate], "o", color="crimson", label=f"threshold {s.threshold:.3f}")
+    axes[0].set(title=f"{name}: ROC, AUC {s.roc_auc:.4f}", xlabel="false positive rate", ylabel="true positive rate")
+    axes[0].legend(loc="lower right", fontsize=8)
+    low, high = min(positives.min(), negatives.min()), max(positives.max(), negatives.max())
+    thresholds = np.linspace(low, high, 400)
+    raw = (1.0 - np.searchsorted(np.sort(positives), thresholds, side="right") / positives.size
+           + np.searchsorted(np.sort(negatives), thresholds, side="right") / negatives.size) / 2.0
+    bandwidths = _silverman_bandwidth(positives), _silverman_bandwidth(negatives)
+    axes[1].plot(thresholds, raw, label="balanced accuracy")
+    axes[1].plot(thresholds, _smoothed_balanced_accuracy(positives, negatives, thresholds, bandwidths), label="smoothed (the rule)")
+    axes[1].axvline(s.threshold, color="crimson", linewidth=1, label=f"chosen {s.threshold:.3f}")
+    axes[1].set(title=f"{name}: {s.positives} positives, {s.negatives} negatives", xlabel="threshold",
+                ylabel="(TPR + TNR) / 2", ylim=(0.45, 1.02))
+    axes[1].legend(loc="lower left", fontsize=8)
+
+
 def _check_thresholds(thresholds: Thresholds) -> None:
     for name, value in asdict(thresholds).items():
         if not 0.0 < value < 1.0:
@@ -330,8 +521,12 @@ def _provenance(encoder: Encoder, references: Sequence[Reference], works: Sequen
 # -- the `iconicity calibrate` command -------------------------------------------------------------
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="classical", metavar="NAME", help="the encoder to calibrate (default: classical)")
-    parser.add_argument("--references", required=True, type=Path, metavar="DIR",
-                        help="a references folder: catalog.json and a subfolder of images per work (../shared/data/references)")
+    parser.add_argument("--references", type=Path, metavar="DIR",
+                        help="a references folder: catalog.json and a subfolder of images per work (../shared/data/references); "
+                             "thresholds from replicas of its works")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="instead of --references: a labelled set (`iconicity validate --write-set DIR`, or a folder of "
+                             "images with labels.csv); also writes the curves as a PNG beside the JSON")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="where to write the JSON (default for classical: the classical.json shipped beside the encoder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the controlled edits (default: 0)")
@@ -348,24 +543,51 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from services.scorer.encoders import CLASSICAL
 
-    entries = load_catalog(args.references)
-    if len(entries) < 2:
-        raise ValueError(f"calibration needs at least two works in {args.references}, found {len(entries)}")
+    if (args.references is None) == (args.data is None):
+        raise ValueError("give exactly one of --references DIR (replicas of its works) or --data DIR (a labelled set)")
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    references = [entry.load() for entry in entries]
     is_classical = args.encoder == CLASSICAL
     if not is_classical and args.out is None:
         raise ValueError(f"--out is required for encoder {args.encoder!r} (only classical has a shipped file)")
-    encoder, extra = _encoder_to_calibrate(args, references, is_classical)
-    calibration = calibrate(encoder, references, seed=args.seed, replicas_per_work=args.replicas,
-                            source=str(args.references), progress=progress)
+    if args.data is not None:
+        pairs, references, source = _labelled_inputs(args.data)
+    else:
+        entries = load_catalog(args.references)
+        if len(entries) < 2:
+            raise ValueError(f"calibration needs at least two works in {args.references}, found {len(entries)}")
+        pairs, references, source = (), [entry.load() for entry in entries], args.references
+    encoder, extra = _encoder_to_calibrate(args, references, is_classical, source)
+    if args.data is not None:
+        calibration = calibrate_labelled(encoder, pairs, references, source=str(args.data), progress=progress)
+    else:
+        calibration = calibrate(encoder, references, seed=args.seed, replicas_per_work=args.replicas,
+                                source=str(args.references), progress=progress)
     out = args.out or _classical_file()
     document = {"encoder": encoder.name, **calibration.to_json(), **extra}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1) + "\n")
     print(format_calibration(calibration))
     print(f"written to {out}")
+    if args.data is not None:
+        print(f"curves written to {plot_calibration(calibration, out.with_suffix('.png'))}")
     return 0
+
+
+def _labelled_inputs(data: Path) -> tuple[Sequence[LabelledPair], list[Reference], Path]:
+    """The pairs of the labelled set at `data`, the works they name (loaded from the
+    references folder the set names) and that folder."""
+    from services.scorer.validation import read_labelled_set
+
+    labelled = read_labelled_set(data)
+    if labelled.references is None:
+        raise ValueError(f"the labelled set at {data} does not say where its works' images are: write it with "
+                         f"`iconicity validate --write-set` or put a references folder in {labelled.folder}")
+    wanted = {pair.reference_id for pair in labelled.pairs}
+    entries = [entry for entry in load_catalog(labelled.references) if entry.slug in wanted]
+    missing = sorted(wanted - {entry.slug for entry in entries})
+    if missing:
+        raise ValueError(f"the labelled set names works not in {labelled.references}: {', '.join(missing[:5])}")
+    return labelled.pairs, [entry.load() for entry in entries], labelled.references
 
 
 def _classical_file() -> Path:
@@ -374,7 +596,8 @@ def _classical_file() -> Path:
     return THRESHOLDS_FILE
 
 
-def _encoder_to_calibrate(args: argparse.Namespace, references: Sequence[Reference], is_classical: bool) -> tuple[Encoder, dict]:
+def _encoder_to_calibrate(args: argparse.Namespace, references: Sequence[Reference], is_classical: bool,
+                          source: Path) -> tuple[Encoder, dict]:
     """The encoder, and what to store beside its thresholds: for classical, the background
     (refitted on these references unless asked to keep the shipped one)."""
     if not is_classical:
@@ -387,7 +610,7 @@ def _encoder_to_calibrate(args: argparse.Namespace, references: Sequence[Referen
     background = load_background() if args.keep_background else None
     if background is None:
         images = [image.pixels for reference in references for image in reference.images]
-        background = fit_background(images, {"references": str(args.references), "images": len(images)})
+        background = fit_background(images, {"references": str(source), "images": len(images)})
     return ClassicalEncoder(background), {"background": background.to_json()}
 
 
@@ -399,5 +622,11 @@ def format_calibration(calibration: Calibration) -> str:
         lines.append(f"{name:<20} {s.threshold:>7.3f} {s.roc_auc:>7.4f} {s.true_positive_rate:>7.3f} "
                      f"{s.false_positive_rate:>7.4f} {s.positive_percentiles['p5']:>7.3f} "
                      f"{s.negative_percentiles['p99']:>7.3f}  {s.positives}/{s.negatives}")
-    lines.append(f"encoder {calibration.provenance.get('encoder_identity')}, seed {calibration.provenance.get('seed')}")
+    provenance = calibration.provenance
+    if "labelled_set" in provenance:
+        lines.append(f"encoder {provenance.get('encoder_identity')}, labelled set {provenance['labelled_set']['source']}")
+        lines.extend(f"{name} pairs: {criterion}" for name, criterion in provenance["criterion"].items())
+    else:
+        lines.append(f"encoder {provenance.get('encoder_identity')}, seed {provenance.get('seed')}")
+    lines.append(f"criterion: {RULE}")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Replicas (crops, colour jitter, small rotations, JPEG) should be recognized and reused;
 composites take some grid cells from one work and the rest from another, so that the share
-of reused cells is known. Every edit works on (H, W, 3) uint8 arrays and draws its randomness
+of reused cells is known; transformations (`flat_colour`, `palette_texture`,
+`mirrored_recomposition`) keep the subject but not the pixels. Every edit works on (H, W, 3) uint8 arrays and draws its randomness
 from a `numpy.random.Generator`, so a seed fixes the result.
 """
 
@@ -13,7 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from services.scorer.crops import GRID, grid_bounds
 
@@ -203,4 +204,140 @@ def replica_recipe() -> dict[str, Any]:
         "rotation_degrees": [-REPLICA_ROTATION, REPLICA_ROTATION],
         "jpeg_quality": list(REPLICA_JPEG),
         "jitter_strength": REPLICA_JITTER,
+    }
+
+
+# -- transformations: the subject kept, the pixels not ---------------------------------------------
+# Sizes in pixels are for a 1000-pixel long side and scale with the image, so that a
+# transformation looks the same on a thumbnail and on a full-size copy.
+FLAT_COLOURS = (4, 8)
+FLAT_BLUR = (3.0, 6.0)
+FLAT_HUE_TURN = (0.25, 0.75)
+FLAT_SATURATION = 1.3
+FLAT_EDGE_SHARE = (0.06, 0.12)
+FLAT_INK = (24, 20, 18)
+PALETTE_STRIPE_PERIOD = (8.0, 20.0)
+PALETTE_STRIPE_AMPLITUDE = (0.2, 0.35)
+MIRROR_SHIFT = (0.3, 0.7)
+
+
+def _scaled(pixels: np.ndarray, length: float) -> float:
+    return length * max(pixels.shape[:2]) / 1000.0
+
+
+def flat_colour(pixels: np.ndarray, rng: np.random.Generator, max_side: int | None = REPLICA_MAX_SIDE) -> tuple[np.ndarray, dict[str, Any]]:
+    """An edge-and-flat-colour rendering, as a poster or a comic would redraw the work: blurred,
+    quantised to 4-8 flat colours, recoloured (hues turned by a quarter to three quarters of
+    the colour wheel, saturated; lightness kept, so light and shade stay), with dark lines
+    where its lightness changes most. Returns the image and what was done.
+
+    >>> x = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    >>> out, done = flat_colour(x, np.random.default_rng(1))
+    >>> out.shape, len(np.unique(out.reshape(-1, 3), axis=0)) <= done["colours"] + 1
+    ((60, 80, 3), True)
+    """
+    out = shrink(pixels, max_side)
+    colours = int(rng.integers(FLAT_COLOURS[0], FLAT_COLOURS[1] + 1))
+    blur = float(rng.uniform(*FLAT_BLUR))
+    turn = float(rng.uniform(*FLAT_HUE_TURN))
+    edge_share = float(rng.uniform(*FLAT_EDGE_SHARE))
+    smooth = Image.fromarray(out).filter(ImageFilter.GaussianBlur(_scaled(out, blur)))
+    quantised = smooth.quantize(palette=_palette(smooth, colours), dither=Image.Dither.NONE)
+    palette = np.array(quantised.getpalette(), np.uint8).reshape(-1, 1, 3)
+    recoloured = _apply_jitter(palette, {"brightness": 1.0, "contrast": 1.0, "saturation": FLAT_SATURATION, "hue_shift": turn})
+    flat = recoloured[:, 0][np.asarray(quantised)]
+    flat[_edges(np.asarray(smooth.convert("L"), np.float32), edge_share)] = FLAT_INK
+    done = {"colours": colours, "blur": blur, "hue_turn": turn, "edge_share": edge_share, "size": [int(flat.shape[0]), int(flat.shape[1])]}
+    return flat, done
+
+
+def _palette(picture: Image.Image, colours: int) -> Image.Image:
+    """A median-cut palette of `colours` colours; from a thumbnail, since median cut is slow
+    on a megapixel and a palette needs few samples."""
+    scale = min(1.0, 128 / max(picture.size))
+    thumbnail = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+    return thumbnail.quantize(colours, method=Image.Quantize.MEDIANCUT)
+
+
+def _edges(luma: np.ndarray, share: float) -> np.ndarray:
+    """The `share` of pixels with the steepest lightness gradient, thickened by a pixel."""
+    rows, cols = np.gradient(luma)
+    magnitude = np.hypot(rows, cols)
+    mask = magnitude > np.quantile(magnitude, 1.0 - share)
+    thick = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
+    return np.asarray(thick) > 0
+
+
+def palette_texture(pixels: np.ndarray, rng: np.random.Generator, max_side: int | None = REPLICA_MAX_SIDE) -> tuple[np.ndarray, dict[str, Any]]:
+    """A heavy palette and texture change: the work's lightness mapped through three random
+    colours (dark to light, so light and shade stay where they were) and printed over diagonal
+    stripes, as a screen print would. Returns the image and what was done.
+
+    >>> x = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    >>> out, done = palette_texture(x, np.random.default_rng(1))
+    >>> out.shape, sorted(done)
+    ((60, 80, 3), ['palette', 'size', 'stripe_amplitude', 'stripe_angle', 'stripe_period'])
+    """
+    out = shrink(pixels, max_side)
+    palette = rng.integers(0, 256, (3, 3)).astype(np.float32)
+    palette = palette[np.argsort(palette @ _RGB_TO_YIQ[0].astype(np.float32))]
+    angle = float(rng.uniform(0.0, math.pi))
+    period = float(rng.uniform(*PALETTE_STRIPE_PERIOD))
+    amplitude = float(rng.uniform(*PALETTE_STRIPE_AMPLITUDE))
+    luma = np.asarray(Image.fromarray(out).convert("L"), np.float32) / 255.0
+    mapped = np.stack([np.interp(luma, (0.0, 0.5, 1.0), palette[:, c]) for c in range(3)], axis=-1)
+    y, x = np.mgrid[0 : out.shape[0], 0 : out.shape[1]].astype(np.float32)
+    stripes = 1.0 + amplitude * np.sin(2.0 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / _scaled(out, period))
+    printed = np.clip(np.rint(mapped * stripes[..., None]), 0, 255).astype(np.uint8)
+    done = {"palette": palette.astype(int).tolist(), "stripe_angle": angle, "stripe_period": period,
+            "stripe_amplitude": amplitude, "size": [int(out.shape[0]), int(out.shape[1])]}
+    return printed, done
+
+
+def mirrored_recomposition(pixels: np.ndarray, rng: np.random.Generator,
+                           max_side: int | None = REPLICA_MAX_SIDE) -> tuple[np.ndarray, dict[str, Any]]:
+    """The work mirrored left to right and recomposed: cut at 30-70 % of its width and the two
+    parts swapped, so that what was at the centre moves to the edges. Returns the image and
+    what was done.
+
+    >>> x = np.arange(8, dtype=np.uint8).reshape(1, 8, 1).repeat(3, axis=2)
+    >>> out, done = mirrored_recomposition(x, np.random.default_rng(0))
+    >>> out[0, :, 0].tolist(), done["shift"]
+    ([3, 2, 1, 0, 7, 6, 5, 4], 4)
+    """
+    out = shrink(pixels, max_side)
+    shift = round(float(rng.uniform(*MIRROR_SHIFT)) * out.shape[1])
+    recomposed = np.roll(out[:, ::-1], shift, axis=1).copy()
+    return recomposed, {"shift": int(shift), "size": [int(out.shape[0]), int(out.shape[1])]}
+
+
+TRANSFORMATIONS = {"flat_colour": flat_colour, "palette_texture": palette_texture,
+                   "mirrored_recomposition": mirrored_recomposition}
+
+
+def transformation(pixels: np.ndarray, rng: np.random.Generator, max_side: int | None = REPLICA_MAX_SIDE) -> tuple[np.ndarray, dict[str, Any]]:
+    """One of `TRANSFORMATIONS`, drawn from `rng`. Returns the image and what was done, its
+    name under "transformation".
+
+    >>> x = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    >>> _, done = transformation(x, np.random.default_rng(2))
+    >>> done["transformation"] in TRANSFORMATIONS
+    True
+    """
+    name = list(TRANSFORMATIONS)[int(rng.integers(len(TRANSFORMATIONS)))]
+    out, done = TRANSFORMATIONS[name](pixels, rng, max_side)
+    return out, {"transformation": name, **done}
+
+
+def transformation_recipe() -> dict[str, Any]:
+    """The transformation parameters, for provenance records."""
+    return {
+        "max_side": REPLICA_MAX_SIDE,
+        "kinds": list(TRANSFORMATIONS),
+        "flat_colour": {"colours": list(FLAT_COLOURS), "blur_per_1000px": list(FLAT_BLUR), "hue_turn": list(FLAT_HUE_TURN),
+                        "saturation": FLAT_SATURATION,
+                        "edge_share": list(FLAT_EDGE_SHARE), "ink": list(FLAT_INK)},
+        "palette_texture": {"stripe_period_per_1000px": list(PALETTE_STRIPE_PERIOD),
+                            "stripe_amplitude": list(PALETTE_STRIPE_AMPLITUDE)},
+        "mirrored_recomposition": {"shift": list(MIRROR_SHIFT)},
     }
