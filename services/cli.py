@@ -50,10 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "flows.schedule", "add_schedule_arguments", "run_schedule")
     _add_optional(commands, "compare", "print benchmark runs side by side from MLflow (metrics and differences)",
                   "flows.compare", "add_compare_arguments", "run_compare")
+    _add_optional(commands, "report", "write a run's self-contained HTML report (and log it to its MLflow run)",
+                  "flows.report", "add_report_arguments", "run_report")
     _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
                   "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
     _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
                   "services.scorer.probe", "add_probe_arguments", "run_probe")
+    _add_optional(commands, "validate", "validate CRA, VR and CRT against plain similarity on a labelled set of pairs",
+                  "services.scorer.validation", "add_validate_arguments", "run_validate")
     return parser
 
 
