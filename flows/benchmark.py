@@ -212,9 +212,13 @@ class ReferenceInfo:
     image: bytes = b""  # its first (canonical) image, for contact sheets
     image_sha256s: tuple[str, ...] = ()
     sitelinks: int | None = None
+    image_media_type: str = ""
+    # The harvester's covariates (sitelinks, year, title ambiguity, caption count; None where
+    # unknown), for what recognition correlates with (METHOD.md).
+    covariates: Mapping[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "image"}
+        return {k: v for k, v in asdict(self).items() if k not in ("image", "image_media_type")}
 
 
 def imagery_for(spec: BenchmarkSpec, kind: str) -> str:
@@ -275,7 +279,40 @@ def _reference_info(clients: Clients, spec: BenchmarkSpec, reference: harvester_
         id=reference.id, slug=reference.slug, title=reference.title, kind=kind, imagery=imagery_for(spec, kind),
         prompts=prompts, image=images[0].data if images else b"", image_sha256s=tuple(i.sha256 for i in images),
         sitelinks=reference.covariates.sitelinks if reference.covariates.HasField("sitelinks") else None,
+        image_media_type=images[0].media_type if images else "", covariates=covariates_of(reference),
     )
+
+
+COVARIATE_FIELDS = ("sitelinks", "year", "same_title_catalog", "near_title_catalog", "same_title_export",
+                    "near_title_export", "caption_count")
+
+
+def covariates_of(reference: harvester_pb2.Reference) -> dict[str, int | None]:
+    """The reference's covariates by name, None where the harvester has none."""
+    values = reference.covariates
+    return {name: getattr(values, name) if values.HasField(name) else None for name in COVARIATE_FIELDS}
+
+
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif",
+               "image/tiff": ".tif"}
+
+
+def write_reference_images(references: Sequence[ReferenceInfo], out_dir: Path) -> list[dict[str, Any]]:
+    """Each reference's canonical image as `reference_images/<slug><ext>` (for reports), and
+    the references' summaries with its path relative to `out_dir` (`image_file`, None when
+    the reference has no image)."""
+    summaries = []
+    for reference in references:
+        summary = {**reference.summary(), "image_file": None}
+        if reference.image:
+            name = f"reference_images/{reference.slug or reference.id}{_EXTENSIONS.get(reference.image_media_type, '.img')}"
+            path = out_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.read_bytes() != reference.image:
+                path.write_bytes(reference.image)
+            summary["image_file"] = name
+        summaries.append(summary)
+    return summaries
 
 
 # -- generate ----------------------------------------------------------------------------------
@@ -592,7 +629,7 @@ def _benchmark(harvest, generate, score, spec: BenchmarkSpec, out_dir: Path, add
                tracking_uri: str, execution_id: str | None) -> dict[str, Any]:
     from prefect.utilities.annotations import quote
 
-    from flows.tracking import Tracker
+    from flows.tracking import TAG_OUT_DIR, Tracker
 
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -602,9 +639,12 @@ def _benchmark(harvest, generate, score, spec: BenchmarkSpec, out_dir: Path, add
         ctx = RunContext(spec, clients, results, configs)
         references = harvest(quote(ctx))
         ctx.references = {r.id: r for r in references}
-        (out_dir / "references.json").write_text(json.dumps([r.summary() for r in references], indent=2))
+        summaries = write_reference_images(references, out_dir)
+        (out_dir / "references.json").write_text(json.dumps(summaries, indent=2))
         tracker = Tracker(tracking_uri, spec.experiment)
         parent = tracker.parent_run(spec, execution_id)
+        tracker.client.set_tag(parent.run_id, TAG_OUT_DIR, str(out_dir))
+        tracker.log_text(parent.run_id, json.dumps(summaries, indent=2), "references.json")
 
         cells: list[CellResult] = []
         futures: dict[tuple[str, str], list[tuple[Any, Any]]] = {}

@@ -8,7 +8,9 @@ scorer; `flows.local.LocalServices`), uses Prefect's temporary local API (or the
 `PREFECT_API_URL` names) and an MLflow store (`--tracking-uri`, else the file's, else
 `sqlite:///OUT/mlflow.db`), runs the `benchmark` flow with a progress bar on stderr, stops
 what it started, and prints where everything is. Results go to `--out` (default
-`runs/<benchmark name>`); running the same command again continues a killed run.
+`runs/<benchmark name>`); running the same command again continues a killed run. Once
+the cells have run, the `analyze` flow (`flows.analyze`) validates the encoders on the
+benchmark's references and writes `OUT/report.html`, logged to the MLflow parent run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execution-id", metavar="ID",
                         help="MLflow parent run identity (default: from the benchmark's content, so a rerun continues it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="leave the encoders' validation out of the report (it takes seconds with the classical "
+                             "encoder, minutes with CLIP and DINO on many works)")
 
 
 class _Progress:
@@ -72,13 +77,17 @@ def run_run(args: argparse.Namespace) -> int:
     out = out.resolve()
     return report(execute(spec, out, images_dir=args.images_dir, tracking_uri=args.tracking_uri,
                           execution_id=getattr(args, "execution_id", None),
-                          progress=not getattr(args, "no_progress", False)))
+                          progress=not getattr(args, "no_progress", False),
+                          validation=not getattr(args, "no_validation", False)))
 
 
 def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_uri: str | None = None,
-            execution_id: str | None = None, progress: bool = True) -> Any:
-    """Starts the local services, runs the flow, stops them; returns the `BenchmarkResult`
-    (with `addresses` and `started` attributes added)."""
+            execution_id: str | None = None, progress: bool = True, analysis: bool = True,
+            validation: bool = True) -> Any:
+    """Starts the local services, runs the benchmark flow, stops them, then (unless
+    `analysis` is False) the `analyze` flow: validation and report; returns the
+    `BenchmarkResult` (with `addresses`, `wall_seconds` and `analysis` attributes added)."""
+    from flows.analyze import run_analysis
     from flows.benchmark import progress_listener, run_benchmark
     from flows.local import LocalServices, images_dir_for
 
@@ -108,6 +117,11 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
         finally:
             bar.close()
     result.addresses = addresses
+    result.analysis = None
+    if analysis and len(result.failed) < len(result.cells):  # a report of what completed
+        print("writing the report ...", file=sys.stderr, flush=True)
+        result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
+                                       tracking_uri=result.tracking_uri, validate=validation)
     result.wall_seconds = time.perf_counter() - started
     return result
 
@@ -141,6 +155,11 @@ def report(result: Any, stream=None) -> int:
                   f"{cell.images_file}", file=stream)
         else:
             print(f"  {cell.cell:<28} FAILED: {cell.error}", file=stream)
+    analysis = getattr(result, "analysis", None)
+    if analysis is not None:
+        print(f"report:         {analysis.report}", file=stream)
+        if analysis.validation_note:
+            print(f"  validation:   skipped ({analysis.validation_note})", file=stream)
     print(f"MLflow:         {result.tracking_uri} (experiment {result.experiment!r}, parent run {result.parent_run_id})",
           file=stream)
     uri = result.tracking_uri

@@ -57,6 +57,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_GIT_DIRTY = "iconicity.git_dirty"
+TAG_OUT_DIR = "iconicity.out_dir"  # parent: the results folder, where reports find the images
 
 IMAGES_ARTIFACT = "results/images.parquet"
 REFERENCES_ARTIFACT = "results/references.parquet"

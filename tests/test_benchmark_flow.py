@@ -139,6 +139,47 @@ def test_the_matrix_lands_in_mlflow_and_parquet(first_run):
         assert run.data.metrics["generation_images_per_s"] > 0 and run.data.metrics["scoring_images_per_s"] > 0
 
 
+def test_the_analyze_flow_validates_the_encoders_and_writes_the_report(first_run, services):
+    """The `analyze` flow on the run's folder: validation on the run's own reference images,
+    the report with every section, both logged where the report can find them again."""
+    from mlflow import MlflowClient
+
+    from flows.analyze import VALIDATION_FILE, run_analysis
+    from flows.report import SECTIONS, load_results
+    from flows.tracking import TAG_OUT_DIR
+
+    _, addresses = services
+    out = Path(first_run.out_dir)
+    summaries = json.loads((out / "references.json").read_text())
+    assert [s["id"] for s in summaries] == REFERENCES
+    for summary in summaries:  # what the report and the correlates need, from the harvester
+        assert (out / summary["image_file"]).is_file()
+        assert set(summary["covariates"]) >= {"sitelinks", "year", "near_title_catalog", "caption_count"}
+    assert any(s["covariates"]["year"] is not None for s in summaries)
+
+    result = run_analysis(out, small_spec(), references_dir=addresses.catalog_dir, tracking_uri=first_run.tracking_uri)
+    assert result.validation_note is None
+    validation = json.loads((out / VALIDATION_FILE).read_text())
+    assert validation["encoders"] == {"recognition": "classical", "realization": "classical"}
+    assert sorted(validation["provenance"]["references"]["works"]) == sorted(s["slug"] for s in summaries)
+    report = Path(result.report)
+    assert report == out / "report.html"
+    text = report.read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in text, section
+    assert "validation not computed" not in text.lower()
+    for summary in summaries:
+        assert summary["title"] in text
+
+    client = MlflowClient(first_run.tracking_uri)
+    parent = client.get_run(first_run.parent_run_id)
+    assert parent.data.tags[TAG_OUT_DIR] == str(out)
+    assert {"report.html", "references.json"} <= {a.path for a in client.list_artifacts(first_run.parent_run_id)}
+    # the parent run id leads back to this folder, with its images
+    again = load_results(first_run.parent_run_id, first_run.tracking_uri)
+    assert again.folder == out and again.source == "folder" and len(again.image_rows) == len(first_run.cells) * len(REFERENCES) * N
+
+
 def test_mlflow_and_parquet_equal_what_the_scorer_returns(first_run, services):
     """Re-scores one cell's images straight through the scorer's gRPC API."""
     from iconicity.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc

@@ -1,0 +1,144 @@
+"""The `analyze` flow: after a benchmark, the validation of its encoders and its report.
+
+Two Prefect tasks over a results folder (`iconicity run --out DIR`):
+
+- `validate`: `services.scorer.validation.validate` with the benchmark's encoders and
+  thresholds on the benchmark's own reference images (the harvested catalog, `DIR/catalog`,
+  or the references folder given), written to `DIR/validation.json`. Skipped, with the reason
+  in the report, where fewer than two works have images here or an encoder cannot load;
+- `report`: `flows.report.write_report`, the analyses of `flows.analysis` and the validation
+  laid out in `DIR/report.html`, logged to the benchmark's MLflow parent run.
+
+`iconicity run` runs it after the benchmark flow; `flows.analyze:analyze_flow` is the flow to
+deploy beside the benchmark's. The work itself is in the plain functions `validation_for` and
+`flows.report.write_report`; the flow only sequences them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.spec import AUTO_ENCODER, BenchmarkSpec
+
+log = logging.getLogger("iconicity.flows")
+
+VALIDATION_FILE = "validation.json"
+VALIDATION_SEED = 0  # the labelled set's edits; recorded in validation.json
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    report: str  # the HTML file
+    validation: str | None  # validation.json, None where validation was skipped
+    validation_note: str | None = None  # why it was skipped
+
+
+def _encoder_names(spec: BenchmarkSpec) -> tuple[str, str]:
+    from services.scorer.encoders import default_encoders
+
+    recognition, realization = default_encoders()
+    return (recognition if spec.encoders.recognition == AUTO_ENCODER else spec.encoders.recognition,
+            realization if spec.encoders.realization == AUTO_ENCODER else spec.encoders.realization)
+
+
+def _run_references(folder: Path, references_dir: Path) -> list[Any]:
+    """The benchmark's works (references.json of the run) as the scorer loads them."""
+    from services.scorer.references import load_catalog
+
+    wanted = {r["id"] for r in json.loads((folder / "references.json").read_text())}
+    return [entry.load() for entry in load_catalog(references_dir) if wanted & {entry.qid, entry.slug}]
+
+
+def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str | Path | None = None,
+                   seed: int = VALIDATION_SEED) -> tuple[dict[str, Any] | None, str | None]:
+    """The validation of the benchmark's encoders on its references, as `Validation.to_json()`
+    (also written to `folder/validation.json`), or None and why it could not be made."""
+    from services.scorer.encoders import Thresholds, load_encoder, weights_folder
+    from services.scorer.validation import validate
+
+    folder = Path(folder)
+    source = Path(references_dir) if references_dir else folder / "catalog"
+    if not source.is_dir():
+        return None, f"no reference images here ({source}): pass the references folder"
+    references = _run_references(folder, source)
+    if len(references) < 2:
+        return None, f"validation needs at least two works with images, {source} has {len(references)} of the benchmark's"
+    names = _encoder_names(spec)
+    try:
+        loaded = {name: load_encoder(name, weights=weights_folder(name, None)) for name in dict.fromkeys(names)}
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as error:
+        return None, f"encoder not available here: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    recognition, realization = loaded[names[0]], loaded[names[1]]
+    asked = spec.thresholds
+    thresholds = Thresholds(
+        asked.recognition_static or recognition.thresholds.recognition_static,
+        asked.recognition_dynamic or recognition.thresholds.recognition_dynamic,
+        asked.reuse or realization.thresholds.reuse)
+    result = validate(recognition, realization, references, thresholds=thresholds, seed=seed, source=str(source))
+    data = result.to_json()
+    (folder / VALIDATION_FILE).write_text(json.dumps(data, indent=1))
+    return data, None
+
+
+def _define() -> tuple[Any, ...]:
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    options = {"cache_policy": NO_CACHE, "persist_result": False, "retries": 0}
+
+    @task(name="validate", **options)
+    def validate_task(folder: str, spec: dict[str, Any], references_dir: str | None) -> tuple[dict | None, str | None]:
+        """The benchmark's encoders on controlled edits of its references."""
+        return validation_for(folder, BenchmarkSpec.from_dict(spec), references_dir)
+
+    @task(name="report", **options)
+    def report_task(folder: str, validation: dict | None, validation_note: str | None, tracking_uri: str | None) -> str:
+        """The analyses and the self-contained HTML report, logged to the parent run."""
+        from flows.report import write_report
+
+        return str(write_report(folder, tracking_uri=tracking_uri, validation=validation,
+                                validation_note=validation_note))
+
+    @flow(name="analyze", validate_parameters=False, log_prints=False)
+    def analyze(folder: str, spec: dict[str, Any], references_dir: str | None = None, tracking_uri: str | None = None,
+                validate: bool = True) -> dict[str, Any]:
+        """A finished benchmark's validation and report."""
+        validation, note = validate_task(folder, spec, references_dir) if validate else (None, "not asked for")
+        if note:
+            log.warning("validation skipped: %s", note)
+        report = report_task(folder, validation, note, tracking_uri)
+        return {"report": report, "validation": str(Path(folder) / VALIDATION_FILE) if validation else None,
+                "validation_note": note}
+
+    return validate_task, report_task, analyze
+
+
+_FLOWS: tuple[Any, ...] | None = None
+_FLOWS_LOCK = threading.Lock()
+
+
+def analyze_flow():
+    """The Prefect flow `analyze` (for deployments: `flows.analyze:analyze_flow`)."""
+    global _FLOWS
+    with _FLOWS_LOCK:
+        if _FLOWS is None:
+            _FLOWS = _define()
+        return _FLOWS[2]
+
+
+def run_analysis(folder: str | Path, spec: BenchmarkSpec, *, references_dir: str | Path | None = None,
+                 tracking_uri: str | None = None, validate: bool = True) -> AnalysisResult:
+    """Runs the `analyze` flow on a results folder; returns where the report is."""
+    folder = Path(folder).resolve()
+    flow = analyze_flow().with_options(flow_run_name=f"analyze-{spec.name}-{spec.content_hash()[:8]}")
+    data = flow(folder=str(folder), spec=spec.to_dict(), references_dir=str(references_dir) if references_dir else None,
+                tracking_uri=tracking_uri, validate=validate)
+    return AnalysisResult(**data)
+
+
+__all__ = ["AnalysisResult", "VALIDATION_FILE", "analyze_flow", "run_analysis", "validation_for"]
