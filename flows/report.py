@@ -454,7 +454,6 @@ def map_plot(results: RunResults, baseline: str) -> str:
 
 def bars_plot(model_comparison: Sequence[Mapping[str, Any]]) -> str:
     """Per model and metric: static, dynamic and all references, with interval error bars."""
-    import numpy as np
 
     models = list(dict.fromkeys(r["model"] for r in model_comparison))
     imageries = [i for i in IMAGERIES if any(r.get("imagery") == i for r in model_comparison)]
@@ -465,23 +464,31 @@ def bars_plot(model_comparison: Sequence[Mapping[str, Any]]) -> str:
     for axes, metric in zip(grid, METRICS):
         for j, imagery in enumerate(imageries):
             table = _by_model(model_comparison, imagery)
-            xs, values, low, high = [], [], [], []
-            for i, model in enumerate(models):
-                row = table.get(model, {}).get(metric)
-                if row is None or row.get("value") is None:
-                    continue
-                value = float(row["value"])
-                xs.append(i + (j - (len(imageries) - 1) / 2) * width)
-                values.append(value)
-                low.append(value - float(row["ci_low"]) if row.get("ci_low") is not None else 0.0)
-                high.append(float(row["ci_high"]) - value if row.get("ci_high") is not None else 0.0)
-            axes.bar(xs, values, width, yerr=np.array([low, high]).reshape(2, -1), capsize=3, color=shades[imagery],
-                     label=imagery)
+            xs, values, errors = _bar_series([table.get(model, {}).get(metric) for model in models], "value",
+                                             (j - (len(imageries) - 1) / 2) * width)
+            axes.bar(xs, values, width, yerr=errors, capsize=3, color=shades[imagery], label=imagery)
         axes.set_title(metric.upper())
         axes.set_xticks(range(len(models)), models, rotation=20, fontsize=8)
         axes.set_ylim(0, 1.05)
     _legend_above(figure, grid[0])
     return _plot(figure, "Per model: CRA, VR, VI, CRT over static, dynamic and all references (95% intervals)")
+
+
+def _bar_series(rows: Sequence[Mapping[str, Any] | None], key: str, offset: float):
+    """x positions (model i + offset), values and (2, n) error bar lengths of one bar series;
+    models without a value are left out."""
+    import numpy as np
+
+    xs, values, low, high = [], [], [], []
+    for i, row in enumerate(rows):
+        if row is None or row.get(key) is None:
+            continue
+        value = float(row[key])
+        xs.append(i + offset)
+        values.append(value)
+        low.append(value - float(row["ci_low"]) if row.get("ci_low") is not None else 0.0)
+        high.append(float(row["ci_high"]) - value if row.get("ci_high") is not None else 0.0)
+    return xs, values, np.array([low, high]).reshape(2, -1)
 
 
 def deltas_plot(sensitivity: Sequence[Mapping[str, Any]]) -> str:
@@ -496,19 +503,11 @@ def deltas_plot(sensitivity: Sequence[Mapping[str, Any]]) -> str:
     width = 0.8 / max(1, len(perturbations))
     for axes, metric in zip(grid, metrics):
         for j, perturbation in enumerate(perturbations):
-            xs, values, low, high = [], [], [], []
-            for i, model in enumerate(models):
-                row = next((r for r in sensitivity if (r["model"], r["perturbation"], r["metric"]) ==
-                            (model, perturbation, metric)), None)
-                if row is None or row.get("delta") is None:
-                    continue
-                delta = float(row["delta"])
-                xs.append(i + (j - (len(perturbations) - 1) / 2) * width)
-                values.append(delta)
-                low.append(delta - float(row["ci_low"]) if row.get("ci_low") is not None else 0.0)
-                high.append(float(row["ci_high"]) - delta if row.get("ci_high") is not None else 0.0)
-            axes.bar(xs, values, width, yerr=np.array([low, high]).reshape(2, -1), capsize=3,
-                     color=_COLOURS[(j + 3) % len(_COLOURS)], label=perturbation)
+            rows = [next((r for r in sensitivity if (r["model"], r["perturbation"], r["metric"]) ==
+                          (model, perturbation, metric)), None) for model in models]
+            xs, values, errors = _bar_series(rows, "delta", (j - (len(perturbations) - 1) / 2) * width)
+            axes.bar(xs, values, width, yerr=errors, capsize=3, color=_COLOURS[(j + 3) % len(_COLOURS)],
+                     label=perturbation)
         axes.axhline(0, color="#333", lw=0.8)
         axes.set_title(f"Δ{metric.upper()}")
         axes.set_xticks(range(len(models)), models, rotation=20, fontsize=8)
