@@ -10,6 +10,7 @@ and `LocalServices.__exit__` (the services stopped), so the wall time splits int
 - startup: process start, imports, the offline harvest and the services coming up;
 - flow: `run_benchmark`, of which `summary.json`'s `seconds` is the flow function's own body
   (the rest is Prefect creating the flow run, waiting for its temporary API);
+- analysis: the `analyze` flow (validation of the encoders on the references, the report);
 - teardown: the services stopped, the process exiting.
 
 The compute is what `summary.json` records: `generation_seconds` (per image, Triton's
@@ -23,7 +24,8 @@ sum can count overlapping time twice.
     .venv/bin/python benchmarks/orchestration.py --quick    # 1 reference x tiny-sd x 1 prompt x 1 image
 
 The last line: `overhead_ratio=... wall_s=... compute_s=...` then the other figures
-(`overhead_ratio` = wall over compute, startup and teardown included;
+(`overhead_ratio` = wall over compute, startup, report and teardown included;
+`overhead_ratio_no_report` = the same without the `analyze` flow;
 `overhead_ratio_no_startup` = the flow's wall (`run_benchmark`) over compute;
 `overhead_ratio_no_startup_longest` = the flow's wall over the longer of generation and
 scoring, which does not count their overlap twice). Expected: overhead_ratio at most 1.25.
@@ -55,12 +57,14 @@ def child(out: Path, config: str, timings: Path) -> int:
         marks[name] = time.time()
         timings.write_text(json.dumps(marks))
 
+    import flows.analyze
     import flows.benchmark
     import flows.local
     from services.cli import main
 
     enter, exit_, run = flows.local.LocalServices.__enter__, flows.local.LocalServices.__exit__, \
         flows.benchmark.run_benchmark
+    analyze = flows.analyze.run_analysis
 
     def timed_enter(self):
         mark("services_start")
@@ -83,7 +87,15 @@ def child(out: Path, config: str, timings: Path) -> int:
         finally:
             mark("flow_end")
 
+    def timed_analysis(*args, **kwargs):
+        mark("analysis_start")
+        try:
+            return analyze(*args, **kwargs)
+        finally:
+            mark("analysis_end")
+
     flows.local.LocalServices.__enter__ = timed_enter
+    flows.analyze.run_analysis = timed_analysis
     flows.local.LocalServices.__exit__ = timed_exit
     flows.benchmark.run_benchmark = timed_run
     code = main(["run", "--config", config, "--out", str(out), "--no-progress"])
@@ -143,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         wall = ended - started
         startup = marks["services_up"] - started
         flow = marks["flow_end"] - marks["flow_start"]
-        teardown = ended - marks["flow_end"]
+        analysis = marks["analysis_end"] - marks["analysis_start"] if "analysis_end" in marks else 0.0
+        teardown = ended - marks["flow_end"] - analysis
         images = sum(c.get("generated", 0) for c in summary["cells"])
         figures = {
             "overhead_ratio": wall / compute,
             "wall_s": wall,
             "compute_s": compute,
+            "overhead_ratio_no_report": (wall - analysis) / compute,
             "overhead_ratio_no_startup": flow / compute,
             "overhead_ratio_flow_body": float(summary["seconds"]) / compute,
             # the flow over its longer stage alone: generation and scoring overlap, so this is the
@@ -159,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             "services_start_s": marks["services_up"] - marks["services_start"],
             "flow_s": flow,
             "flow_body_s": float(summary["seconds"]),
+            "analysis_s": analysis,
             "teardown_s": teardown,
             "generation_s": generation,
             "scoring_s": scoring,
@@ -171,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"wall {wall:.1f} s = startup {startup:.1f} s (imports {figures['imports_s']:.1f}, services "
               f"{figures['services_start_s']:.1f}) + flow {flow:.1f} s (body {figures['flow_body_s']:.1f}) + "
-              f"teardown {teardown:.1f} s")
+              f"analysis and report {analysis:.1f} s + teardown {teardown:.1f} s")
         print(f"compute {compute:.1f} s = generation {generation:.1f} s (inside Triton) + scoring {scoring:.1f} s "
               f"(ScoreImages round trips) over {images} images in {len(summary['cells'])} cells")
         print(f"wall / compute: {figures['overhead_ratio']:.2f} with startup and teardown (target <= 1.25), "

@@ -131,11 +131,36 @@ def warm_prefect() -> None:
     flow does not wait for it later; failures are left for the flow to report."""
     import flows.benchmark  # noqa: F401  (sets the environment Prefect reads)
 
-    with contextlib.suppress(Exception):
+    try:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
             client.hello()
+    except Exception:  # noqa: BLE001 - the flow reports what is still wrong
+        _adopt_starting_server()
+
+
+def _adopt_starting_server() -> None:
+    """Prefect gives up on its temporary server when one health check fails with anything but
+    a refused connection (a read timeout on a loaded machine), although the server process
+    goes on starting; the next client then starts a second server, which costs as much again
+    and dies on the port the first one took ("address already in use"). Wait for the first
+    instead and mark it running, so every client uses it."""
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if PREFECT_API_URL.value():
+        return
+    server = SubprocessASGIServer()
+    process = server.server_process
+    deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    while process is not None and process.poll() is None and not server.running and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.api_url}/health", timeout=30).status_code == 200:
+                server.running = True
+                return
+        time.sleep(0.2)
 
 
 def report(result: Any, stream=None) -> int:
