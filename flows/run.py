@@ -117,11 +117,14 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
         finally:
             bar.close()
     result.addresses = addresses
-    result.analysis = None
+    result.analysis, result.analysis_error = None, None
     if analysis and len(result.failed) < len(result.cells):  # a report of what completed
         print("writing the report ...", file=sys.stderr, flush=True)
-        result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
-                                       tracking_uri=result.tracking_uri, validate=validation)
+        try:
+            result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
+                                           tracking_uri=result.tracking_uri, validate=validation)
+        except Exception as error:  # the results stand without their report: say where they are first
+            result.analysis_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     result.wall_seconds = time.perf_counter() - started
     return result
 
@@ -164,7 +167,8 @@ def _adopt_starting_server() -> None:
 
 
 def report(result: Any, stream=None) -> int:
-    """Prints where everything is; 1 (and the failed cells) when some cells failed."""
+    """Prints where everything is; raises (with the failed cells) when some cells failed, or
+    when the report could not be written."""
     stream = stream or sys.stdout
     out = Path(result.out_dir)
     print(f"benchmark {result.name}: {len(result.cells) - len(result.failed)} of {len(result.cells)} cells completed "
@@ -185,6 +189,8 @@ def report(result: Any, stream=None) -> int:
         print(f"report:         {analysis.report}", file=stream)
         if analysis.validation_note:
             print(f"  validation:   skipped ({analysis.validation_note})", file=stream)
+    elif getattr(result, "analysis_error", None):
+        print(f"report:         not written: {result.analysis_error}", file=stream)
     print(f"MLflow:         {result.tracking_uri} (experiment {result.experiment!r}, parent run {result.parent_run_id})",
           file=stream)
     uri = result.tracking_uri
@@ -197,6 +203,8 @@ def report(result: Any, stream=None) -> int:
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} of {len(result.cells)} cells failed: "
                            + "; ".join(f"{c.cell}: {c.error}" for c in result.failed))
+    if getattr(result, "analysis_error", None):
+        raise RuntimeError(f"the benchmark completed but its report failed: {result.analysis_error}")
     return 0
 
 

@@ -180,6 +180,22 @@ def test_the_analyze_flow_validates_the_encoders_and_writes_the_report(first_run
     assert again.folder == out and again.source == "folder" and len(again.image_rows) == len(first_run.cells) * len(REFERENCES) * N
 
 
+def test_a_report_that_fails_is_said_after_where_the_results_are(first_run):
+    import copy
+    import io
+
+    from flows.run import report
+
+    result = copy.copy(first_run)
+    result.analysis, result.analysis_error = None, "no space left on device"
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError, match="^the benchmark completed but its report failed: no space left"):
+        report(result, stream)
+    text = stream.getvalue()
+    assert f"results:        {first_run.out_dir}" in text and "MLflow:" in text
+    assert "report:         not written: no space left on device" in text
+
+
 def test_mlflow_and_parquet_equal_what_the_scorer_returns(first_run, services):
     """Re-scores one cell's images straight through the scorer's gRPC API."""
     from iconicity.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
