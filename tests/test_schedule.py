@@ -245,7 +245,10 @@ def test_prefect_yaml_deployment_runs_once_through_a_worker(server, tiny_benchma
     subflows = api("POST", "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
     if not subflows:  # older servers: subflows link through their parent task run
         subflows = [r for r in api("POST", "/flow_runs/filter", {}) if r["id"] != run["id"]]
-    assert [r["state_type"] for r in subflows] == ["COMPLETED"]
+    # the benchmark flow, then the analyze flow (validation and report)
+    assert sorted((r["name"].startswith("analyze-"), r["state_type"]) for r in subflows) == \
+        [(False, "COMPLETED"), (True, "COMPLETED")]
+    assert (out / "report.html").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["name"] == "scheduled-tiny" and summary["failed"] == []
     assert summary["references"] == [REFERENCE]
