@@ -7,6 +7,7 @@ Failures exit non-zero with a one-line cause on stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ class CliError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -35,29 +37,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Subcommands whose arguments live in their own modules: name -> (help, module, the
+# function that adds its arguments, the function that runs it).
+MODULE_COMMANDS = {
+    "run": ("run a whole benchmark: harvest, generate, score, log to MLflow (default: the embedded default)",
+            "flows.run", "add_run_arguments", "run_run"),
+    "harvest": ("build or update a catalog of references: images, covariates, prompt variants",
+                "services.harvester.cli", "add_harvest_arguments", "run_harvest"),
+    "generate": ("generate images with a diffusion model (through the generator service and Triton)",
+                 "services.generator.cli", "add_generate_arguments", "run_generate"),
+    "schedule": ("register a benchmark to run on a cron schedule (Prefect deployment)",
+                 "flows.schedule", "add_schedule_arguments", "run_schedule"),
+    "compare": ("print benchmark runs side by side from MLflow (metrics and differences)",
+                "flows.compare", "add_compare_arguments", "run_compare"),
+    "report": ("write a run's self-contained HTML report (and log it to its MLflow run)",
+               "flows.report", "add_report_arguments", "run_report"),
+    "calibrate": ("calibrate an encoder's thresholds on real reference images",
+                  "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate"),
+    "probe": ("score controlled edits of every reference (replicas, partial reuse, other works)",
+              "services.scorer.probe", "add_probe_arguments", "run_probe"),
+    "validate": ("validate CRA, VR and CRT against plain similarity on a labelled set of pairs",
+                 "services.scorer.validation", "add_validate_arguments", "run_validate"),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the top level has no options but -h)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only `command`'s module is imported to describe its arguments
+    (the others pull in torch, scipy or Prefect: seconds that `iconicity run` would otherwise
+    spend before it starts Triton, and `iconicity --help` before it prints)."""
     parser = argparse.ArgumentParser(prog="iconicity", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    _add_optional(commands, "run", "run a whole benchmark: harvest, generate, score, log to MLflow (default: the embedded default)",
-                  "flows.run", "add_run_arguments", "run_run")
+    _add_module_command(commands, "run", command)
     _add_score(commands)
-    _add_serve(commands)
-    _add_optional(commands, "harvest", "build or update a catalog of references: images, covariates, prompt variants",
-                  "services.harvester.cli", "add_harvest_arguments", "run_harvest")
-    _add_optional(commands, "generate", "generate images with a diffusion model (through the generator service and Triton)",
-                  "services.generator.cli", "add_generate_arguments", "run_generate")
-    _add_optional(commands, "schedule", "register a benchmark to run on a cron schedule (Prefect deployment)",
-                  "flows.schedule", "add_schedule_arguments", "run_schedule")
-    _add_optional(commands, "compare", "print benchmark runs side by side from MLflow (metrics and differences)",
-                  "flows.compare", "add_compare_arguments", "run_compare")
-    _add_optional(commands, "report", "write a run's self-contained HTML report (and log it to its MLflow run)",
-                  "flows.report", "add_report_arguments", "run_report")
-    _add_optional(commands, "calibrate", "calibrate an encoder's thresholds on real reference images",
-                  "services.scorer.calibration", "add_calibrate_arguments", "run_calibrate")
-    _add_optional(commands, "probe", "score controlled edits of every reference (replicas, partial reuse, other works)",
-                  "services.scorer.probe", "add_probe_arguments", "run_probe")
-    _add_optional(commands, "validate", "validate CRA, VR and CRT against plain similarity on a labelled set of pairs",
-                  "services.scorer.validation", "add_validate_arguments", "run_validate")
+    _add_serve(commands, full=command == "serve")
+    for name in list(MODULE_COMMANDS)[1:]:
+        _add_module_command(commands, name, command)
     return parser
 
 
@@ -140,8 +159,10 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 # -- serve -------------------------------------------------------------------------------
-def _add_serve(commands) -> None:
+def _add_serve(commands, full: bool = True) -> None:
     parser = commands.add_parser("serve", help="run a service over gRPC")
+    if not full:
+        return
     services = parser.add_subparsers(title="services", metavar="SERVICE", required=True)
     scorer = services.add_parser("scorer", help="the scorer service (recognition and realization)")
     from services.scorer.__main__ import add_serve_arguments, run_serve
@@ -167,15 +188,29 @@ def _add_serve(commands) -> None:
     triton.set_defaults(run=run_serve_triton)
 
 
-def _add_optional(commands, name: str, help_text: str, module: str, add: str, run: str) -> None:
-    """A subcommand whose arguments live in its own module (imported only when run)."""
+def _add_module_command(commands, name: str, command: str | None) -> None:
+    """A `MODULE_COMMANDS` subcommand; its module is imported only when it is the command
+    being parsed."""
     import importlib
 
-    target = importlib.import_module(module)
+    help_text, module, add, run = MODULE_COMMANDS[name]
     parser = commands.add_parser(name, help=help_text, description=help_text)
+    if name != command:
+        return
+    target = importlib.import_module(module)
     getattr(target, add)(parser)
     parser.set_defaults(run=getattr(target, run))
 
 
+def entry(argv: Sequence[str] | None = None) -> int:
+    """The `iconicity` console script: `main`, then the objects still alive are frozen out
+    of the garbage collector. Python's last collections at exit otherwise walk all of them
+    (millions after a run, with torch, Prefect and MLflow loaded) for about 3 s; the atexit
+    handlers still run."""
+    code = main(argv)
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -106,3 +106,24 @@ def test_help_lists_commands():
     assert result.returncode == 0
     for command in ("score", "serve", "calibrate", "probe"):
         assert command in result.stdout
+
+
+def test_only_the_command_given_is_imported():
+    """`iconicity run` must not spend seconds importing what other commands need (torch,
+    scipy) before it starts Triton; each command still gets its own arguments."""
+    probe = ("import sys; from services.cli import build_parser, MODULE_COMMANDS; build_parser({command!r}); "
+             "print(sorted(m for m in ('torch', 'scipy', 'prefect', 'mlflow') if m in sys.modules)); "
+             "print(sorted(n for n, (_, module, *_) in MODULE_COMMANDS.items() if module in sys.modules))")
+    for command, modules, commands in ((None, [], []), ("report", [], ["report"]), ("validate", ["scipy", "torch"], ["calibrate", "validate"])):  # validate uses calibrate's
+        result = subprocess.run([sys.executable, "-c", probe.format(command=command)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        heavy, imported = result.stdout.splitlines()
+        assert heavy == str(modules) and imported == str(commands), (command, result.stdout)
+    for command, option in (("run", "--no-validation"), ("validate", "--references"), ("report", "--tracking-uri")):
+        result = subprocess.run([*CLI, command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and option in result.stdout, result.stderr
+    listed = subprocess.run([*CLI, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    from services.cli import MODULE_COMMANDS
+
+    assert all(name in listed for name in MODULE_COMMANDS)
