@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +135,9 @@ class LocalServices:
 
     def __init__(self, spec: BenchmarkSpec, out_dir: str | Path, images_dir: str | Path | None = None, *,
                  tracking_uri: str | None = None, models_root: str | Path | None = None,
-                 triton_startup_timeout: float = 600.0) -> None:
+                 triton_startup_timeout: float = 600.0, while_starting: Callable[[], Any] | None = None) -> None:
         self.spec = spec
+        self.while_starting = while_starting  # called once Triton is launching, before the rest starts
         self.out_dir = Path(out_dir)
         self.images_dir = images_dir
         self.tracking_uri = tracking_uri
@@ -180,6 +181,8 @@ class LocalServices:
                 # diffusers): it starts in the background while the catalog is harvested and
                 # the other services start.
                 triton_start = self._start_triton_in_background(stack, configs)
+        if self.while_starting is not None:
+            self.while_starting()
         needs_catalog = services.is_local("harvester") or services.is_local("scorer")
         if needs_catalog:
             catalog_dir = harvest_catalog(spec, self.out_dir, images)
@@ -242,26 +245,19 @@ class LocalServices:
         log.info("started %s", name)
 
     def _start_triton_in_background(self, stack: contextlib.ExitStack, configs: list[Any]) -> Future:
-        """`_start_triton` on a thread; the stack stops the server once it has started, also
-        when something else fails first. Registered before the other services, so Triton
-        stops after the generator that uses it."""
+        """Launches Triton now and waits for its models on a thread; the stack stops it,
+        also when something else fails first. Registered before the other services, so
+        Triton stops after the generator that uses it."""
+        server, unavailable = self._launch_triton(configs)
+        stack.callback(server.close)
         pool = ThreadPoolExecutor(1, thread_name_prefix="triton-start")
-        future = pool.submit(self._start_triton, configs)
+        future = pool.submit(lambda: (server.wait_ready(), server.grpc_url, unavailable))
         pool.shutdown(wait=False)
-
-        def stop_once_started() -> None:
-            try:
-                server = future.result()[0]
-            except Exception:  # noqa: BLE001 - it did not start; its error surfaces from result()
-                return
-            server.close()
-
-        stack.callback(stop_once_started)
         return future
 
-    def _start_triton(self, configs: list[Any]) -> tuple[Any, str, dict[str, str]]:
-        """Builds the model repository and starts Triton on it; returns the server, its gRPC
-        address and the models it cannot serve here (with why)."""
+    def _launch_triton(self, configs: list[Any]) -> tuple[Any, dict[str, str]]:
+        """Builds the model repository and launches Triton on it; returns the server and
+        the models it cannot serve here (with why)."""
         from services.generator.triton_server import TritonServer, build_model_repository
 
         servable, unavailable = servable_models(configs)
@@ -273,11 +269,7 @@ class LocalServices:
         server = TritonServer(repository, [c.name for c in servable], workdir=root / "work",
                               startup_timeout=self.triton_startup_timeout,
                               env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        with contextlib.ExitStack() as failed:
-            failed.callback(server.close)
-            server.start()
-            failed.pop_all()
-        return server, server.grpc_url, unavailable
+        return server.launch(), unavailable
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 
+from services.generator.client import RECONNECT_BACKOFF_MS
 from services.generator.models import REGISTRY, ModelConfig, resolve_models
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "triton"
@@ -307,6 +308,12 @@ class TritonServer:
     def start(self) -> TritonServer:
         """Start the server and wait until every model is ready; TritonStartError (with the
         log tail) if it exits or is not ready within `startup_timeout`."""
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> TritonServer:
+        """Start the server process without waiting for its models (`wait_ready` does)."""
         if self.is_alive():
             return self
         if not self.models:
@@ -329,6 +336,11 @@ class TritonServer:
             # The death signal follows the starting *thread*: only tie it to the main one.
             preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
+        return self
+
+    def wait_ready(self) -> TritonServer:
+        """Wait until every model of the launched server is ready; stops it and raises
+        TritonStartError (with the log tail) if it exits or is not ready in time."""
         try:
             self._wait_ready()
         except BaseException:
@@ -340,7 +352,13 @@ class TritonServer:
         import tritonclient.grpc as grpcclient
 
         deadline = time.monotonic() + self.startup_timeout
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        # gRPC backs off between reconnects (1 s, then 1.6 times longer each time, up to
+        # 120 s): polled with the defaults, a server that took 15 s to load its models was
+        # found ready 7 s after it was.
+        client = grpcclient.InferenceServerClient(self.grpc_url, channel_args=[
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0])])
         try:
             while True:
                 code = self._process.poll() if self._process else -1
