@@ -1,7 +1,7 @@
 """Orchestration overhead of `iconicity run`: its wall time against the generation and scoring
 compute it contains, measured in the same run.
 
-It runs `iconicity run` (the CLI's own `main`, in a child process: `--config default`, a fresh
+It runs `iconicity run` (the console script's own `entry`, in a child process: `--config default`, a fresh
 output folder, no progress bar) and times it from the parent, from the child's start to its
 exit. The child wraps three calls with a clock (a few microseconds): `LocalServices.__enter__`
 (the services started: harvest, Triton, generator, scorer), `run_benchmark` (the Prefect flow)
@@ -60,7 +60,7 @@ def child(out: Path, config: str, timings: Path) -> int:
     import flows.analyze
     import flows.benchmark
     import flows.local
-    from services.cli import main
+    from services.cli import entry
 
     enter, exit_, run = flows.local.LocalServices.__enter__, flows.local.LocalServices.__exit__, \
         flows.benchmark.run_benchmark
@@ -98,7 +98,7 @@ def child(out: Path, config: str, timings: Path) -> int:
     flows.analyze.run_analysis = timed_analysis
     flows.local.LocalServices.__exit__ = timed_exit
     flows.benchmark.run_benchmark = timed_run
-    code = main(["run", "--config", config, "--out", str(out), "--no-progress"])
+    code = entry(["run", "--config", config, "--out", str(out), "--no-progress"])
     mark("main_end")
     return code
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("iconicity.flows")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +107,11 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
         print(f"starting on loopback: {', '.join(local)} ...", file=sys.stderr, flush=True)
     bar = _Progress(progress)
     warming = threading.Thread(target=warm_prefect, name="prefect-warm-up", daemon=True)
-    warming.start()  # Prefect's temporary API comes up while the services start
-    with LocalServices(spec, out, source, tracking_uri=tracking_uri) as addresses:
+    with contextlib.ExitStack() as services:
+        # Prefect's temporary API comes up while the services start, once Triton (the
+        # slowest) is launching: importing Prefect holds the GIL for seconds.
+        addresses = services.enter_context(LocalServices(spec, out, source, tracking_uri=tracking_uri,
+                                                         while_starting=warming.start))
         for name, why in addresses.unavailable_models.items():
             print(f"model {name} is not served here: {why}", file=sys.stderr, flush=True)
         # The flow must not reach for Prefect's temporary API while the warm-up is still
@@ -116,17 +122,36 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
                 result = run_benchmark(spec, out, addresses.to_dict(), execution_id=execution_id)
         finally:
             bar.close()
+        # The analysis needs none of the services: they stop while it runs (Triton takes
+        # seconds to unload its models).
+        stopping = _close_in_background(services.pop_all())
     result.addresses = addresses
     result.analysis, result.analysis_error = None, None
-    if analysis and len(result.failed) < len(result.cells):  # a report of what completed
-        print("writing the report ...", file=sys.stderr, flush=True)
-        try:
-            result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
-                                           tracking_uri=result.tracking_uri, validate=validation)
-        except Exception as error:  # the results stand without their report: say where they are first
-            result.analysis_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    try:
+        if analysis and len(result.failed) < len(result.cells):  # a report of what completed
+            print("writing the report ...", file=sys.stderr, flush=True)
+            try:
+                result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
+                                               tracking_uri=result.tracking_uri, validate=validation)
+            except Exception as error:  # the results stand without their report: say where they are first
+                result.analysis_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    finally:
+        stopping.join()
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+def _close_in_background(stack: contextlib.ExitStack) -> threading.Thread:
+    """`stack.close()` on a thread (joined by the caller); a failure to stop is logged."""
+    def close() -> None:
+        try:
+            stack.close()
+        except Exception:  # noqa: BLE001 - the results are written; say what did not stop
+            log.exception("stopping the local services failed")
+
+    thread = threading.Thread(target=close, name="services-stop")
+    thread.start()
+    return thread
 
 
 def warm_prefect() -> None:
