@@ -641,11 +641,6 @@ def _benchmark(harvest, generate, score, spec: BenchmarkSpec, out_dir: Path, add
         ctx.references = {r.id: r for r in references}
         summaries = write_reference_images(references, out_dir)
         (out_dir / "references.json").write_text(json.dumps(summaries, indent=2))
-        tracker = Tracker(tracking_uri, spec.experiment)
-        parent = tracker.parent_run(spec, execution_id)
-        tracker.client.set_tag(parent.run_id, TAG_OUT_DIR, str(out_dir))
-        tracker.log_text(parent.run_id, json.dumps(summaries, indent=2), "references.json")
-
         cells: list[CellResult] = []
         futures: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
         _notify("planned", 2 * len(configs) * len(spec.perturbations) * len(references) * spec.images_per_prompt)
@@ -662,6 +657,12 @@ def _benchmark(harvest, generate, score, spec: BenchmarkSpec, out_dir: Path, add
                     s = score.submit(quote(ctx), model, perturbation, reference.id, wait_for=[g])
                     pairs.append((g, s))
                 futures[(model, perturbation)] = pairs
+        # MLflow only after the cells are under way: opening a new sqlite store migrates its
+        # schema (seconds) and nothing needs it before the first cell's results.
+        tracker = Tracker(tracking_uri, spec.experiment)
+        parent = tracker.parent_run(spec, execution_id)
+        tracker.client.set_tag(parent.run_id, TAG_OUT_DIR, str(out_dir))
+        tracker.log_text(parent.run_id, json.dumps(summaries, indent=2), "references.json")
 
         generation_seconds = scoring_seconds = 0.0
         for cell in cells:
