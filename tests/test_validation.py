@@ -20,19 +20,22 @@ from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 from services.cli import main
 from services.common.images import DecodedImage
-from services.scorer import edits
+from services.scorer import baselines, edits
 from services.scorer.calibration import roc_curve
 from services.scorer.encoders import Thresholds
-from services.scorer.encoders.classical import load_classical_encoder
+from services.scorer.encoders.classical import ClassicalEncoder, load_classical_encoder
 from services.scorer.references import Reference, load_catalog
 from services.scorer.validation import (
     LABELS,
     PHASH,
     PREDICTED,
+    SSIM,
     LabelledPair,
     PairScores,
+    _baselines,
     as_image,
     confusion,
+    global_cosine_names,
     labelled_pairs,
     metric_roc,
     partial_reuse,
@@ -233,6 +236,32 @@ def test_human_pairs_merge_into_a_validation_and_unknown_works_are_refused(tmp_p
 
 
 # -- the measures on real works ---------------------------------------------------------------
+def test_the_baselines_are_the_baselines_modules_own_values(validation, works, encoder):
+    """Validation prepares each work's web-size image once (hash, pHash, SSIM input) rather than
+    per pair; every value is still exactly what `services.scorer.baselines` gives the pairs."""
+    web_size = {w.reference_id: edits.shrink(w.images[0].pixels, edits.REPLICA_MAX_SIDE) for w in works}
+    pairs = [p for p in validation.pairs if p.reference_id in (works[0].reference_id, works[1].reference_id)]
+    images, canonical = [p.image for p in pairs], [web_size[p.reference_id] for p in pairs]
+    realization = ClassicalEncoder(None)  # an encoder of its own in each role
+    names = global_cosine_names(encoder, realization)
+    got = _baselines(encoder, realization, web_size, pairs)
+    assert list(got) == [*names, PHASH, SSIM]
+    assert np.array_equal(got[names[0]], baselines.global_cosines(encoder, images, canonical))
+    assert np.array_equal(got[names[1]], baselines.global_cosines(realization, images, canonical))
+    assert np.array_equal(got[PHASH], baselines.phash_distances(images, canonical).astype(float))
+    assert np.array_equal(got[SSIM], baselines.ssims(images, canonical))
+
+
+def test_a_composite_of_another_work_already_at_the_works_size_is_the_same(works):
+    """The labelled set resizes each other work to a work's size once, not per composite."""
+    own, other = small(works[0]), small(works[1], 200)
+    at_own_size = edits.resize(other, *own.shape[:2])
+    for k in (2, 8):
+        made, cells = edits.composite(own, other, k, np.random.default_rng(k))
+        again, same_cells = edits.composite(own, at_own_size, k, np.random.default_rng(k))
+        assert np.array_equal(made, again) and cells == same_cells
+
+
 def test_vr_separates_replicas_from_unrelated_works(validation):
     assert validation.tasks["replica vs unrelated"].metrics["VR"].auc >= 0.95
     assert validation.tasks["replica vs unrelated"].metrics["CRA"].auc >= 0.95

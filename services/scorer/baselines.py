@@ -89,7 +89,8 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-def _embeddings(encoder: Encoder, pixels: Sequence[np.ndarray]) -> np.ndarray:
+def embed_pixels(encoder: Encoder, pixels: Sequence[np.ndarray]) -> np.ndarray:
+    """The encoder's global embedding of each (H, W, 3) uint8 image, in its batches."""
     return embed(encoder, [_tensor(p) for p in pixels])
 
 
@@ -100,7 +101,7 @@ def global_cosines(encoder: Encoder, images_a: Sequence[ImageInput], images_b: S
     if not a:
         return np.zeros(0)
     distinct, where = _unique(a + b)
-    rows = _embeddings(encoder, distinct).astype(np.float64)
+    rows = embed_pixels(encoder, distinct).astype(np.float64)
     cosines = np.einsum("nd,nd->n", rows[where[: len(a)]], rows[where[len(a) :]])
     return np.clip(cosines, -1.0, 1.0)
 
@@ -154,7 +155,7 @@ def ssim_input(image: ImageInput, size: int = SSIM_SIZE, grayscale: bool = True)
     return array[None] if grayscale else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def _ssim_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def ssim_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(B, C, H, W) pairs in [0, 1] -> (B,) mean SSIM."""
     ssim_map = kornia.metrics.ssim(torch.from_numpy(a), torch.from_numpy(b), SSIM_WINDOW, max_val=1.0, eps=0.0, padding="valid")
     return ssim_map.double().mean(dim=(1, 2, 3)).numpy()
@@ -168,7 +169,7 @@ def ssims(images_a: Sequence[ImageInput], images_b: Sequence[ImageInput], size: 
     out = []
     for start in range(0, len(a), SSIM_BATCH):
         chunk = slice(start, start + SSIM_BATCH)
-        out.append(_ssim_batch(np.stack([ssim_input(p, size, grayscale) for p in a[chunk]]),
+        out.append(ssim_batch(np.stack([ssim_input(p, size, grayscale) for p in a[chunk]]),
                                np.stack([ssim_input(p, size, grayscale) for p in b[chunk]])))
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -140,7 +140,7 @@ def composite(
     bounds = grid_bounds(a.shape[0], a.shape[1], grid)
     if not 0 <= k <= len(bounds):
         raise ValueError(f"k must lie in [0, {len(bounds)}] for a {grid[0]}x{grid[1]} grid, got {k}")
-    out = _resize(b, a.shape[0], a.shape[1])
+    out = resize(b, a.shape[0], a.shape[1])
     cells = tuple(sorted(int(c) for c in rng.choice(len(bounds), size=k, replace=False)))
     for cell in cells:
         top, bottom, left, right = bounds[cell]
@@ -148,7 +148,8 @@ def composite(
     return out, cells
 
 
-def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 pixels at (height, width), bicubic; a copy where the size is already that."""
     if pixels.shape[:2] == (height, width):
         return pixels.copy()
     return np.array(Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0))
@@ -193,7 +194,7 @@ def shrink(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
     if max_side is None or max(height, width) <= max_side:
         return pixels
     scale = max_side / max(height, width)
-    return _resize(pixels, max(1, round(height * scale)), max(1, round(width * scale)))
+    return resize(pixels, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
 def replica_recipe() -> dict[str, Any]:

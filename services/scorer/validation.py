@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib
 import json
 import re
 import sys
@@ -56,7 +57,7 @@ from services.scorer.cache import EmbeddingCache
 from services.scorer.calibration import _work_rng, roc_auc, roc_curve
 from services.scorer.crops import GRID
 from services.scorer.encoders import Encoder, Thresholds
-from services.scorer.references import Imagery, Reference, load_catalog
+from services.scorer.references import Imagery, Reference, hamming, load_catalog, phash
 from services.scorer.scoring import Scorer
 
 LABELS = ("replica", "partial", "transformation", "unrelated")
@@ -113,11 +114,12 @@ class LabelledSet:
 
 
 def labelled_pairs(references: Sequence[Reference], *, seed: int = 0, per_class: int = DEFAULT_PER_CLASS,
-                   partial_ks: Sequence[int] = PARTIAL_KS) -> list[LabelledPair]:
+                   partial_ks: Sequence[int] = PARTIAL_KS,
+                   web_size: Mapping[str, np.ndarray] | None = None) -> list[LabelledPair]:
     """For each work: `per_class` replicas, transformations and other works, and one composite
-    per k of `partial_ks`, edited from its canonical image at web size. Each work draws from
-    its own stream, so its replicas and transformations do not depend on which other works
-    are in the set.
+    per k of `partial_ks`, edited from its canonical image at web size (`web_sizes`, made here
+    unless given). Each work draws from its own stream, so its replicas and transformations do
+    not depend on which other works are in the set.
 
     >>> rng = np.random.default_rng(0)
     >>> works = [Reference(f"w{i}", (DecodedImage("1.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), str(i)),))
@@ -132,8 +134,16 @@ def labelled_pairs(references: Sequence[Reference], *, seed: int = 0, per_class:
     for k in partial_ks:
         if not 0 <= k <= CELLS:
             raise ValueError(f"partial k must lie in [0, {CELLS}], got {k}")
-    canonical = {r.reference_id: edits.shrink(r.images[0].pixels, edits.REPLICA_MAX_SIDE) for r in references}
+    canonical = web_size if web_size is not None else web_sizes(references)
     return [pair for r in references for pair in _work_pairs(r.reference_id, canonical, seed, per_class, partial_ks)]
+
+
+def web_sizes(references: Sequence[Reference], works: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Each work's canonical image scaled to at most `edits.REPLICA_MAX_SIDE` (of the `works`
+    named, else of all): what the edits start from and the baselines compare with. Made once
+    per work, as shrinking a full-size reference is slow."""
+    return {r.reference_id: edits.shrink(r.images[0].pixels, edits.REPLICA_MAX_SIDE)
+            for r in references if works is None or r.reference_id in works}
 
 
 def _work_pairs(work: str, canonical: Mapping[str, np.ndarray], seed: int, per_class: int,
@@ -151,9 +161,14 @@ def _work_pairs(work: str, canonical: Mapping[str, np.ndarray], seed: int, per_c
         pairs.append(LabelledPair(work, as_image(pixels, f"{work}-transformation-{n}"), "transformation",
                                   edit={"edit": "transformation", **done}))
     others = sorted(w for w in canonical if w != work)
+    at_own_size: dict[str, np.ndarray] = {}
     for k in partial_ks:
         other = others[int(rng.integers(len(others)))]
-        pixels, cells = edits.composite(own, canonical[other], k, rng)
+        if other not in at_own_size:
+            # `composite` resizes the other work to this one's size; given it at that size, it
+            # only copies it, so each other work is resized once, not once per k.
+            at_own_size[other] = edits.resize(canonical[other], own.shape[0], own.shape[1])
+        pixels, cells = edits.composite(own, at_own_size[other], k, rng)
         pairs.append(LabelledPair(work, as_image(pixels, f"{work}-partial-{k}"), "partial", k, cells,
                                   edit={"edit": "composite", "other": other}))
     for other in rng.choice(others, size=min(per_class, len(others)), replace=False):
@@ -164,8 +179,24 @@ def _work_pairs(work: str, canonical: Mapping[str, np.ndarray], seed: int, per_c
 
 def as_image(pixels: np.ndarray, name: str) -> DecodedImage:
     """Pixels made in memory as a `DecodedImage`, hashed by content."""
-    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()
-    return DecodedImage(name, pixels, f"pixels:{digest}")
+    return DecodedImage(name, pixels, pixels_key(pixels))
+
+
+PIXELS_PREFIX = "pixels:"
+
+
+def pixels_key(pixels: np.ndarray) -> str:
+    """The sha256 of the pixels and their shape (as `baselines` tells distinct images apart),
+    hashed from the array's memory, without copying it."""
+    digest = hashlib.sha256(np.ascontiguousarray(pixels))
+    digest.update(str(pixels.shape).encode())
+    return PIXELS_PREFIX + digest.hexdigest()
+
+
+def _image_key(image: DecodedImage) -> str:
+    """`pixels_key` of the image; a generated one already carries it as its content hash (a
+    decoded file's content hash is of its bytes: its pixels are hashed here)."""
+    return image.content_hash if image.content_hash.startswith(PIXELS_PREFIX) else pixels_key(image.pixels)
 
 
 def write_labelled_set(pairs: Sequence[LabelledPair], folder: str | Path, references: str | Path | None = None) -> Path:
@@ -287,9 +318,13 @@ class PairScores:
 
 def score_pairs(recognition_encoder: Encoder, realization_encoder: Encoder, references: Sequence[Reference],
                 pairs: Sequence[LabelledPair], thresholds: Thresholds, *, cache: EmbeddingCache | None = None,
-                progress: Progress | None = None) -> PairScores:
-    """Scores every pair as `Scorer` scores a static reference, and by the baselines."""
+                web_size: Mapping[str, np.ndarray] | None = None, progress: Progress | None = None) -> PairScores:
+    """Scores every pair as `Scorer` scores a static reference, and by the baselines against
+    the works' `web_sizes` (made here where not given)."""
     by_id = _references_by_id(references, pairs)
+    works = {p.reference_id for p in pairs}
+    if web_size is None or not works <= set(web_size):
+        web_size = web_sizes(references, works)
     scorer = Scorer(recognition_encoder, realization_encoder, cache if cache is not None else EmbeddingCache())
     similarity, recognized, vr = np.zeros(len(pairs)), np.zeros(len(pairs), bool), np.zeros(len(pairs))
     groups: dict[str, list[int]] = {}
@@ -306,7 +341,7 @@ def score_pairs(recognition_encoder: Encoder, realization_encoder: Encoder, refe
         labels=np.array([p.label for p in pairs]),
         ks=np.array([-1 if p.k is None else p.k for p in pairs]),
         recognition_similarity=similarity, recognized=recognized, vr=vr,
-        baselines=_baselines(recognition_encoder, realization_encoder, by_id, pairs),
+        baselines=_baselines(recognition_encoder, realization_encoder, web_size, pairs),
     )
 
 
@@ -319,19 +354,74 @@ def _references_by_id(references: Sequence[Reference], pairs: Sequence[LabelledP
     return by_id
 
 
-def _baselines(recognition_encoder: Encoder, realization_encoder: Encoder, by_id: Mapping[str, Reference],
+def _baselines(recognition_encoder: Encoder, realization_encoder: Encoder, web_size: Mapping[str, np.ndarray],
                pairs: Sequence[LabelledPair]) -> dict[str, np.ndarray]:
-    web_size = {w: edits.shrink(by_id[w].images[0].pixels, edits.REPLICA_MAX_SIDE) for w in {p.reference_id for p in pairs}}
-    images, canonical = [p.image for p in pairs], [web_size[p.reference_id] for p in pairs]
+    """`baselines.global_cosines`, `phash_distances` and `ssims` of (pair image, its work at
+    web size), with the same values: the same distinct images embedded in the same batches, the
+    same SSIM batches. What they would redo per pair is done once per distinct image here: the
+    hash that finds the distinct images (a generated image carries it already), the pHash and
+    the SSIM input, so each work's web-size image is hashed and resized once, not per pair.
+    The embedding and SSIM arithmetic stays `baselines`' own (its `embed_pixels`, `ssim_batch`)."""
+    n = len(pairs)
+    work_keys = {w: pixels_key(web_size[w]) for w in dict.fromkeys(p.reference_id for p in pairs)}
+    keys = [_image_key(p.image) for p in pairs] + [work_keys[p.reference_id] for p in pairs]
+    pixels = [p.image.pixels for p in pairs] + [web_size[p.reference_id] for p in pairs]
+    distinct, where = _distinct(keys)
+    images = [pixels[i] for i in distinct]
     names = global_cosine_names(recognition_encoder, realization_encoder)
-    recognition_cosine = baselines.global_cosines(recognition_encoder, images, canonical)
+    recognition_cosine = _global_cosines(recognition_encoder, images, where, n)
     same = realization_encoder.identity == recognition_encoder.identity
     return {
         names[0]: recognition_cosine,
-        names[1]: recognition_cosine if same else baselines.global_cosines(realization_encoder, images, canonical),
-        PHASH: baselines.phash_distances(images, canonical).astype(float),
-        SSIM: baselines.ssims(images, canonical),
+        names[1]: recognition_cosine if same else _global_cosines(realization_encoder, images, where, n),
+        PHASH: _phash_distances(images, where, n).astype(float),
+        SSIM: _ssims(images, where, n),
     }
+
+
+def _distinct(keys: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """The index of each distinct key's first occurrence, and for every key the position of
+    its distinct one: `baselines._unique`'s order, so that the images are embedded in the same
+    batches.
+
+    >>> _distinct(["a", "b", "a", "c"])
+    ([0, 1, 3], array([0, 1, 0, 2]))
+    """
+    position: dict[str, int] = {}
+    firsts: list[int] = []
+    where = np.empty(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        if key not in position:
+            position[key] = len(firsts)
+            firsts.append(i)
+        where[i] = position[key]
+    return firsts, where
+
+
+def _global_cosines(encoder: Encoder, images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
+    """`baselines.global_cosines` of pairs (where[i], where[n + i]) of distinct `images`."""
+    if n == 0:
+        return np.zeros(0)
+    rows = baselines.embed_pixels(encoder, images).astype(np.float64)
+    return np.clip(np.einsum("nd,nd->n", rows[where[:n]], rows[where[n:]]), -1.0, 1.0)
+
+
+def _phash_distances(images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
+    """`baselines.phash_distances` of pairs (where[i], where[n + i]) of distinct `images`."""
+    hashes = [phash(image) for image in images]
+    return np.array([hamming(hashes[i], hashes[j]) for i, j in zip(where[:n], where[n:])], dtype=np.int64)
+
+
+def _ssims(images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
+    """`baselines.ssims` of pairs (where[i], where[n + i]) of distinct `images`, in its batches,
+    each distinct image resized to the SSIM size once."""
+    inputs = [baselines.ssim_input(image) for image in images]
+    first, second = where[:n], where[n:]
+    out = []
+    for start in range(0, n, baselines.SSIM_BATCH):
+        chunk = slice(start, start + baselines.SSIM_BATCH)
+        out.append(baselines.ssim_batch(np.stack([inputs[i] for i in first[chunk]]), np.stack([inputs[i] for i in second[chunk]])))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def global_cosine_names(recognition_encoder: Encoder, realization_encoder: Encoder) -> tuple[str, str]:
@@ -530,10 +620,14 @@ def validate(
                                 recognition_encoder.thresholds.recognition_dynamic, realization_encoder.thresholds.reuse)
     if not 0.0 <= replica_vr < 1.0:
         raise ValueError(f"replica_vr must lie in [0, 1), got {replica_vr}")
-    pairs = (labelled_pairs(references, seed=seed, per_class=per_class, partial_ks=partial_ks) if generate else []) + list(labelled)
+    # The edits and the baselines both start from each work's web-size image: made once.
+    web_size = web_sizes(references) if generate else None
+    pairs = (labelled_pairs(references, seed=seed, per_class=per_class, partial_ks=partial_ks, web_size=web_size)
+             if generate else []) + list(labelled)
     if not pairs:
         raise ValueError("no pairs to validate: generate some or give a labelled set")
-    scores = score_pairs(recognition_encoder, realization_encoder, references, pairs, thresholds, cache=cache, progress=progress)
+    scores = score_pairs(recognition_encoder, realization_encoder, references, pairs, thresholds, cache=cache,
+                         web_size=web_size, progress=progress)
     partial, tracking = partial_reuse(scores)
     provenance = _provenance(recognition_encoder, realization_encoder, references, pairs, generate,
                              {"seed": seed, "per_class": per_class, "partial_ks": list(partial_ks)}, replica_vr, source)
@@ -564,6 +658,56 @@ def _provenance(recognition_encoder: Encoder, realization_encoder: Encoder, refe
         "baseline_reference": f"the canonical image scaled to at most {edits.REPLICA_MAX_SIDE} px (what the edits start from)",
         "grid": list(GRID),
     }
+
+
+# -- what a validation depends on ------------------------------------------------------------------
+# The modules whose code computes a validation, besides the encoders package (all of whose
+# .py and .json files count: classical.json holds the classical encoder's background).
+VALIDATION_CODE = (
+    "services.scorer.validation", "services.scorer.edits", "services.scorer.baselines", "services.scorer.crops",
+    "services.scorer.recognition", "services.scorer.realization", "services.scorer.scoring",
+    "services.scorer.aggregation", "services.scorer.calibration", "services.scorer.references", "services.common.images",
+)
+ENCODERS_PACKAGE = "services.scorer.encoders"
+# Libraries whose arithmetic or codecs the values go through (resizing, JPEG, convolutions).
+VALIDATION_LIBRARIES = ("numpy", "scipy", "torch", "kornia", "PIL")
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of `VALIDATION_CODE` and of the encoders package, so that a
+    validation computed by other code is never taken for this code's."""
+    digest = hashlib.sha256()
+    for path in _code_files():
+        digest.update(f"{path.parent.name}/{path.name}:{path.stat().st_size}:".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _code_files() -> list[Path]:
+    files = [Path(importlib.import_module(name).__file__) for name in VALIDATION_CODE]
+    encoders = Path(importlib.import_module(ENCODERS_PACKAGE).__file__).parent
+    return files + sorted(p for p in encoders.iterdir() if p.suffix in (".py", ".json"))
+
+
+def validation_key(recognition_encoder: Encoder, realization_encoder: Encoder, references: Sequence[Reference],
+                   thresholds: Thresholds, *, seed: int = 0, per_class: int = DEFAULT_PER_CLASS,
+                   partial_ks: Sequence[int] = PARTIAL_KS, replica_vr: float = REPLICA_VR) -> str:
+    """sha256 over everything `validate` of a generated set (no labelled pairs) depends on:
+    the encoders (name, identity: weights' fingerprint, preprocessing, dtype), the thresholds,
+    the set's parameters, each work's id and images' content hashes in the order given (the
+    order of the pairs, which the provenance's digest follows), the code and the libraries'
+    versions. Not the references' folder: the same images elsewhere give the same result."""
+    ingredients = {
+        # The identity names the weights by fingerprint, not by folder (which varies by machine).
+        "encoders": {role: {"name": e.name, "identity": e.identity}
+                     for role, e in (("recognition", recognition_encoder), ("realization", realization_encoder))},
+        "thresholds": asdict(thresholds),
+        "set": {"seed": seed, "per_class": per_class, "partial_ks": [int(k) for k in partial_ks], "replica_vr": replica_vr},
+        "references": [[r.reference_id, [image.content_hash for image in r.images]] for r in references],
+        "code": code_fingerprint(),
+        "libraries": {name: importlib.import_module(name).__version__ for name in VALIDATION_LIBRARIES},
+    }
+    return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 
 
 def format_validation(v: Validation) -> str:
