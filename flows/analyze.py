@@ -5,7 +5,9 @@ Two Prefect tasks over a results folder (`iconicity run --out DIR`):
 - `validate`: `services.scorer.validation.validate` with the benchmark's encoders and
   thresholds on the benchmark's own reference images (the harvested catalog, `DIR/catalog`,
   or the references folder given), written to `DIR/validation.json`. Skipped, with the reason
-  in the report, where fewer than two works have images here or an encoder cannot load;
+  in the report, where fewer than two works have images here or an encoder cannot load.
+  Reused from `<cache>/validation/<key>.json` where the same encoders, thresholds, set, images
+  and code were validated before (`services.scorer.validation.validation_key`);
 - `report`: `flows.report.write_report`, the analyses of `flows.analysis` and the validation
   laid out in `DIR/report.html`, logged to the benchmark's MLflow parent run.
 
@@ -18,17 +20,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.spec import AUTO_ENCODER, BenchmarkSpec
+
+if TYPE_CHECKING:  # the scorer's modules load torch: imported where used
+    from services.scorer.encoders import Encoder, Thresholds
+    from services.scorer.references import Reference
 
 log = logging.getLogger("iconicity.flows")
 
 VALIDATION_FILE = "validation.json"
 VALIDATION_SEED = 0  # the labelled set's edits; recorded in validation.json
+VALIDATION_CACHE = "validation"  # the folder of cached validations under the cache root
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,16 @@ def _run_references(folder: Path, references_dir: Path) -> list[Any]:
 
 
 def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str | Path | None = None,
-                   seed: int = VALIDATION_SEED) -> tuple[dict[str, Any] | None, str | None]:
+                   seed: int = VALIDATION_SEED, *, cache: bool = True,
+                   cache_dir: str | Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """The validation of the benchmark's encoders on its references, as `Validation.to_json()`
-    (also written to `folder/validation.json`), or None and why it could not be made."""
-    from services.scorer.encoders import Thresholds, load_encoder, weights_folder
-    from services.scorer.validation import validate
+    (also written to `folder/validation.json`), or None and why it could not be made.
+
+    With `cache`, a validation of the same provenance is read from, or else stored in,
+    `cache_dir/validation/<key>.json` (`cache_dir`: the embedding cache's root,
+    $ICONICITY_CACHE or ~/.cache/iconicity); "cache" in the JSON gives the key and whether it
+    was reused. Without, the cache is neither read nor written."""
+    from services.scorer.encoders import load_encoder, weights_folder
 
     folder = Path(folder)
     source = Path(references_dir) if references_dir else folder / "catalog"
@@ -74,15 +88,81 @@ def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str 
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as error:
         return None, f"encoder not available here: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
     recognition, realization = loaded[names[0]], loaded[names[1]]
+    store = _cache_root(cache_dir) / VALIDATION_CACHE if cache else None
+    data = _validation(recognition, realization, references, _thresholds(spec, recognition, realization), seed, source, store)
+    (folder / VALIDATION_FILE).write_text(json.dumps(data, indent=1))
+    return data, None
+
+
+def _thresholds(spec: BenchmarkSpec, recognition: Encoder, realization: Encoder) -> Thresholds:
+    """The spec's thresholds where it sets them, else the encoders' calibrated ones."""
+    from services.scorer.encoders import Thresholds
+
     asked = spec.thresholds
-    thresholds = Thresholds(
+    return Thresholds(
         asked.recognition_static or recognition.thresholds.recognition_static,
         asked.recognition_dynamic or recognition.thresholds.recognition_dynamic,
         asked.reuse or realization.thresholds.reuse)
-    result = validate(recognition, realization, references, thresholds=thresholds, seed=seed, source=str(source))
-    data = result.to_json()
-    (folder / VALIDATION_FILE).write_text(json.dumps(data, indent=1))
-    return data, None
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    from services.scorer.cache import default_cache_dir
+
+    # default_cache_dir() is the embeddings' folder under the root; validations sit beside it.
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
+
+
+def _validation(recognition: Encoder, realization: Encoder, references: list[Reference], thresholds: Thresholds,
+                seed: int, source: Path, store: Path | None) -> dict[str, Any]:
+    """`validate(...).to_json()`, read from `store/<key>.json` where it is there and stored
+    there otherwise (`store` None: neither)."""
+    from services.scorer.validation import validate, validation_key
+
+    key = validation_key(recognition, realization, references, thresholds, seed=seed)
+    path = store / f"{key}.json" if store is not None else None
+    data = _read_cached(path, key) if path is not None else None
+    hit = data is not None
+    if data is None:
+        # As stored (JSON types), so that a computed and a reused validation are equal.
+        data = json.loads(json.dumps(validate(recognition, realization, references, thresholds=thresholds, seed=seed,
+                                              source=str(source)).to_json()))
+        if path is not None:
+            _write_cached(path, key, data)
+    # The key leaves the folder out (the same images elsewhere give the same result): say
+    # where they were read from this time.
+    data["provenance"]["references"]["source"] = str(source)
+    data["cache"] = {"key": key, "hit": hit}
+    return data
+
+
+def _read_cached(path: Path, key: str) -> dict[str, Any] | None:
+    """The validation stored under `key`, or None where there is none or the file cannot be
+    read as one (torn, foreign, another key's): it is computed again and overwritten."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
+        return None
+    data = stored.get("validation") if isinstance(stored, dict) and stored.get("key") == key else None
+    usable = (isinstance(data, dict) and isinstance(data.get("tasks"), dict) and isinstance(data.get("provenance"), dict)
+              and isinstance(data["provenance"].get("references"), dict))
+    return data if usable else None
+
+
+def _write_cached(path: Path, key: str, data: dict[str, Any]) -> None:
+    """Writes `{"key", "validation"}` to a temporary file, then renames it over `path`, so
+    that a concurrent reader never sees half a file. A cache that cannot be written is not an
+    error: the validation is there, only not kept."""
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+            temporary = Path(handle.name)
+            json.dump({"key": key, "validation": data}, handle)
+        os.replace(temporary, path)
+    except OSError as error:
+        log.warning("validation not cached at %s: %s", path, error)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def _define() -> tuple[Any, ...]:
