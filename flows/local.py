@@ -196,6 +196,21 @@ class LocalServices:
             harvester = f"{LOOPBACK}:{port}"
             started.append("harvester")
 
+        # The scorer (torch, its encoders) starts before the wait for Triton's models.
+        scorer = services.scorer
+        if services.is_local("scorer"):
+            from services.scorer.server import create_scorer_server
+
+            encoders = spec.encoders
+            server, port, _ = create_scorer_server(
+                f"{LOOPBACK}:0", catalog=catalog_dir,
+                recognition_encoder=None if encoders.recognition == AUTO_ENCODER else encoders.recognition,
+                realization_encoder=None if encoders.realization == AUTO_ENCODER else encoders.realization,
+                cache_dir=self.out_dir / "embedding-cache")
+            self._serve(stack, server, "scorer")
+            scorer = f"{LOOPBACK}:{port}"
+            started.append("scorer")
+
         triton_url: str | None = None if services.is_local("triton") else services.triton
         unavailable: dict[str, str] = {}
         generator = services.generator
@@ -215,20 +230,6 @@ class LocalServices:
         elif services.is_local("triton"):
             raise ValueError("services.triton: local Triton needs a local generator (the generator is "
                              f"{services.generator}); give triton's address or make the generator local")
-
-        scorer = services.scorer
-        if services.is_local("scorer"):
-            from services.scorer.server import create_scorer_server
-
-            encoders = spec.encoders
-            server, port, _ = create_scorer_server(
-                f"{LOOPBACK}:0", catalog=catalog_dir,
-                recognition_encoder=None if encoders.recognition == AUTO_ENCODER else encoders.recognition,
-                realization_encoder=None if encoders.realization == AUTO_ENCODER else encoders.realization,
-                cache_dir=self.out_dir / "embedding-cache")
-            self._serve(stack, server, "scorer")
-            scorer = f"{LOOPBACK}:{port}"
-            started.append("scorer")
 
         return Addresses(
             harvester=harvester, generator=generator, scorer=scorer, triton=triton_url,
