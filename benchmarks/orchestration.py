@@ -1,17 +1,19 @@
 """Orchestration overhead of `iconicity run`: its wall time against the generation and scoring
 compute it contains, measured in the same run.
 
-It runs `iconicity run` (the console script's own `entry`, in a child process: `--config default`, a fresh
-output folder, no progress bar) and times it from the parent, from the child's start to its
-exit. The child wraps three calls with a clock (a few microseconds): `LocalServices.__enter__`
-(the services started: harvest, Triton, generator, scorer), `run_benchmark` (the Prefect flow)
-and `LocalServices.__exit__` (the services stopped), so the wall time splits into
+It runs `iconicity run` (the console script's own `entry`, in a child process: `--config
+default`, a fresh output folder, no progress bar) and times it from the parent, from the
+child's start to its exit. The child wraps three calls with a clock (a few microseconds):
+`LocalServices.__enter__` (the services started: harvest, Triton, generator, scorer),
+`run_benchmark` (the Prefect flow) and `run_analysis` (the `analyze` flow), so the wall time
+splits into
 
 - startup: process start, imports, the offline harvest and the services coming up;
 - flow: `run_benchmark`, of which `summary.json`'s `seconds` is the flow function's own body
   (the rest is Prefect creating the flow run, waiting for its temporary API);
-- analysis: the `analyze` flow (validation of the encoders on the references, the report);
-- teardown: the services stopped, the process exiting.
+- analysis: the `analyze` flow (validation of the encoders on the references, the report),
+  while the services stop on a thread;
+- teardown: what is left after the analysis: the services' stop, the process's exit.
 
 The compute is what `summary.json` records: `generation_seconds` (per image, Triton's
 `ELAPSED_MS` of the batch it ran in divided by the batch size: the model's compute inside
@@ -20,7 +22,12 @@ divided by its images: the scorer's compute plus the gRPC round trip and any que
 scorer). Generation and scoring run concurrently (2 requests in flight per service), so their
 sum can count overlapping time twice.
 
-    .venv/bin/python benchmarks/orchestration.py            # the default benchmark, about 2.5 min on 2 cores
+What persists between runs on a machine, as between a schedule's runs: the tiny pipelines
+(`~/.cache/iconicity/models`, built by the first run) and the encoders' validation
+(`~/.cache/iconicity/validation`, by provenance). `validation_cached` says whether this run
+reused it; `--cold-validation` gives the child an empty cache folder, as on a first run.
+
+    .venv/bin/python benchmarks/orchestration.py            # the default benchmark, about 1 min on 2 cores
     .venv/bin/python benchmarks/orchestration.py --quick    # 1 reference x tiny-sd x 1 prompt x 1 image
 
 The last line: `overhead_ratio=... wall_s=... compute_s=...` then the other figures
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="benchmark file (default: default; --quick: a tiny one)")
     parser.add_argument("--out", type=Path, help="output folder (default: a fresh temporary one, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary output folder")
+    parser.add_argument("--cold-validation", action="store_true",
+                        help="an empty cache folder for the child ($ICONICITY_CACHE): the validation is computed")
     parser.add_argument("--child", nargs=3, metavar=("OUT", "CONFIG", "TIMINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         timings = root / "timings.json"
         env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "MLFLOW_DISABLE_TELEMETRY": "true"}
+        if args.cold_validation:
+            env["ICONICITY_CACHE"] = str(root / "cache")
         print(f"iconicity run --config {config} --out {out}", flush=True)
         load = os.getloadavg()[0]
         started = time.time()
@@ -158,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         analysis = marks["analysis_end"] - marks["analysis_start"] if "analysis_end" in marks else 0.0
         teardown = ended - marks["flow_end"] - analysis
         images = sum(c.get("generated", 0) for c in summary["cells"])
+        validation = out / "validation.json"
+        cached = json.loads(validation.read_text()).get("cache", {}).get("hit") if validation.exists() else None
         figures = {
             "overhead_ratio": wall / compute,
             "wall_s": wall,
@@ -180,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": images,
             "cells": len(summary["cells"]),
             "failed_cells": len(summary["failed"]),
+            "validation_cached": {True: 1, False: 0, None: "none"}[cached],
             "load_before": load,
             "load_after": os.getloadavg()[0],
         }
