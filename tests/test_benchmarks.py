@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,23 @@ def test_generator_benchmark_quick_run_prints_its_figures():
     # Every way of generating made the same images (within one level; see the script).
     assert figures.get("check") == "pass"
 
+
+
+def test_orchestration_benchmark_quick_run_prints_its_figures(tmp_path):
+    """`iconicity run` on one reference, one model, one image, timed phase by phase. Its own
+    PREFECT_HOME and cache folder: the child starts Prefect's temporary API and validates
+    (skipped here: one work) beside whatever else the test session runs."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "ICONICITY_CACHE": str(tmp_path / "cache")}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run([sys.executable, "benchmarks/orchestration.py", "--quick"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, (result.stdout[-1000:], result.stderr[-2000:])
+    figures = dict(pair.split("=", 1) for pair in result.stdout.strip().splitlines()[-1].split())
+    assert list(figures)[:3] == ["overhead_ratio", "wall_s", "compute_s"]
+    assert (figures["images"], figures["cells"], figures["failed_cells"]) == ("1", "1", "0")
+    wall, compute = float(figures["wall_s"]), float(figures["compute_s"])
+    assert compute > 0 and abs(float(figures["overhead_ratio"]) - wall / compute) < 0.01 * wall / compute
+    # The phases are the whole: startup, flow, analysis and teardown add up to the wall time.
+    phases = sum(float(figures[k]) for k in ("startup_s", "flow_s", "analysis_s", "teardown_s"))
+    assert abs(phases - wall) < 0.05 * wall, (phases, wall)
+    assert figures["validation_cached"] == "none"  # one work: nothing to validate against
