@@ -787,7 +787,8 @@ def _validation_section(validation: Mapping[str, Any] | None, note: str | None =
     encoders = validation.get("encoders") or {}
     body = [f'<p class="muted">Encoders: recognition {_e(encoders.get("recognition", "?"))}, realization '
             f'{_e(encoders.get("realization", "?"))}; pairs: '
-            + _e(", ".join(f"{k} {v}" for k, v in (validation.get("n_pairs") or {}).items())) + ".</p>"]
+            + _e(", ".join(f"{k} {v}" for k, v in (validation.get("n_pairs") or {}).items())) + "."
+            + _cache_note(validation.get("cache")) + "</p>"]
     body.append(roc_plot(validation))
     metrics = list(dict.fromkeys(m for t in tasks.values() for m in t.get("metrics", {})))
     body.append("<h3>ROC AUC per metric</h3>" + _table(
@@ -809,6 +810,14 @@ def _validation_section(validation: Mapping[str, Any] | None, note: str | None =
         body.append(f'<p class="muted">Mean absolute error of VR against k/16: '
                     f'{_number(tracking.get("mean_abs_error"))}; Spearman ρ {_number(tracking.get("spearman"))}.</p>')
     return _section("validation", "Validation against plain similarity", "".join(body))
+
+
+def _cache_note(cache: Mapping[str, Any] | None) -> str:
+    """Whether the validation was computed for this run or reused (`flows.analyze`'s cache)."""
+    if not cache:
+        return ""
+    how = "reused from an earlier run with the same provenance" if cache.get("hit") else "computed for this run"
+    return f" Validation {how} (key {_e(str(cache.get('key', '?'))[:12])})."
 
 
 def versions() -> dict[str, str]:

@@ -470,3 +470,17 @@ def test_a_real_validation_result_renders(run_folder):
     confusion = section.split("Confusion at the calibrated thresholds")[1].split("</table>")[0]
     for label, counts in zip(result["confusion"]["labels"], result["confusion"]["counts"]):
         assert f"<td>{label}</td>" + "".join(f"<td>{c}</td>" for c in counts) in confusion
+
+
+def test_the_report_says_whether_the_validation_was_reused(run_folder):
+    results = load_results(run_folder)
+    analysis = analyze(results.reference_rows, {}, resamples=100)
+    base = {"tasks": {}, "encoders": {"recognition": "classical", "realization": "classical"}, "n_pairs": {}}
+    sections = {}
+    for hit in (True, False, None):
+        validation = base if hit is None else {**base, "cache": {"key": "0123456789abcdef", "hit": hit}}
+        text = build_report(results, analysis, validation)
+        sections[hit] = text.split('<section id="validation">')[1].split("</section>")[0]
+    assert "reused from an earlier run with the same provenance (key 0123456789ab)" in sections[True]
+    assert "computed for this run (key 0123456789ab)" in sections[False]
+    assert "reused" not in sections[None] and "computed for this run" not in sections[None]
