@@ -380,7 +380,7 @@ def run_benchmark(tracker, spec, execution_id: str, out: Path, offset: float = 0
 
 @pytest.fixture
 def small_spec():
-    return load_benchmark().with_overrides(perturbations=["original", "synonym"])
+    return load_benchmark().with_overrides(perturbations=["original", "synonym"], images_per_prompt=2)
 
 
 def test_parent_and_child_runs_hold_params_metrics_and_artifacts(tracking_uri, small_spec, tmp_path):
