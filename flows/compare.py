@@ -17,15 +17,16 @@ execution (METHOD.md, "Prompt perturbations").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flows.tracking import first_line, quick_http, quote_filter_value
 
 DEFAULT_METRICS = ("cra", "vr", "vi", "crt")
 ORIGINAL = "original"
@@ -76,7 +77,7 @@ def run_compare(args: argparse.Namespace, out: io.TextIOBase | None = None) -> i
         raise CompareError("give run ids, or --experiment/--filter, not both")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise CompareError(f"no MLflow store at {uri} (no such database file)")
-    with _quick_http():
+    with quick_http():
         source = RunSource(uri)
         if len(runs) == 2:
             headers, rows = pair_table(source.cells_of(runs[0]), source.cells_of(runs[1]), metrics)
@@ -100,25 +101,6 @@ def run_compare(args: argparse.Namespace, out: io.TextIOBase | None = None) -> i
     return 0
 
 
-@contextlib.contextmanager
-def _quick_http() -> Iterator[None]:
-    """An unreachable server fails in seconds, not after MLflow's minutes of retries (the
-    environment is restored after: MLflow reads these per request)."""
-    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-              "MLFLOW_DISABLE_TELEMETRY": "true"}
-    saved = {k: os.environ.get(k) for k in wanted}
-    for key, value in wanted.items():
-        os.environ.setdefault(key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class RunSource:
     """Reads benchmark runs from one MLflow store."""
 
@@ -137,7 +119,7 @@ class RunSource:
             code = getattr(error, "error_code", "")
             if code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(error).lower():
                 raise CompareError(f"no MLflow {what} at {self.uri}") from None
-            raise CompareError(f"MLflow at {self.uri}: {_first_line(error)}") from None
+            raise CompareError(f"MLflow at {self.uri}: {first_line(error)}") from None
         except OSError as error:
             raise CompareError(f"MLflow at {self.uri}: {error}") from None
 
@@ -157,7 +139,7 @@ class RunSource:
         if tags.get(TAG_KIND) == "child" or TAG_PARENT in tags:
             parent = self._call(f"run {tags[TAG_PARENT]!r}", self.client.get_run, tags[TAG_PARENT]) if TAG_PARENT in tags else None
             return [self._cell(run, parent.info.run_name if parent else "")]
-        children = self._search([run.info.experiment_id], f"tags.`{TAG_PARENT}` = '{_quote(run_id)}'")
+        children = self._search([run.info.experiment_id], f"tags.`{TAG_PARENT}` = '{quote_filter_value(run_id)}'")
         if not children:
             raise CompareError(f"run {run_id!r} has no model x perturbation runs (is it a benchmark run?)")
         return [self._cell(child, run.info.run_name or run_id) for child in children]
@@ -284,15 +266,3 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return "  ".join(t.rjust(w) if numeric[i] else t.ljust(w) for i, (t, w) in enumerate(zip(items, widths))).rstrip()
 
     return "\n".join([line(list(headers)), line(["-" * w for w in widths]), *(line(t) for t in texts)])
-
-
-def _quote(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    if "Failed to establish a new connection" in text or "Max retries exceeded" in text:
-        reason = "connection refused" if "Connection refused" in text else "no answer"
-        return f"cannot reach the server ({reason})"
-    return text.splitlines()[0] if text else type(error).__name__

@@ -169,12 +169,12 @@ def _read_json(path: Path, default: Any) -> Any:
 def _load_mlflow(run_id: str, uri: str) -> RunResults:
     """The folder named by the parent's `iconicity.out_dir` tag when it is here, else its
     artifacts and its children's, downloaded."""
-    from flows.compare import RunSource, _quick_http
-    from flows.tracking import TAG_KIND, TAG_OUT_DIR, TAG_PARENT
+    from flows.compare import RunSource
+    from flows.tracking import TAG_KIND, TAG_OUT_DIR, TAG_PARENT, quick_http
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ReportError(f"no MLflow store at {uri} (no such database file)")
-    with _quick_http():
+    with quick_http():
         source = RunSource(uri)
         run = source.run(run_id)
         if run.data.tags.get(TAG_KIND) == "child" and run.data.tags.get(TAG_PARENT):
@@ -1007,15 +1007,15 @@ def log_report(path: Path, run_id: str | None, tracking_uri: str | None) -> bool
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         warnings.warn(f"report not logged to MLflow: no store at {tracking_uri}", ReportWarning, stacklevel=2)
         return False
-    from flows.compare import _first_line, _quick_http
+    from flows.tracking import first_line, quick_http
 
     try:
-        with _quick_http():
+        with quick_http():
             from mlflow.tracking import MlflowClient
 
             MlflowClient(tracking_uri=tracking_uri).log_artifact(run_id, str(path))
     except Exception as error:  # any failure to log leaves the written report standing
-        warnings.warn(f"report not logged to MLflow run {run_id}: {_first_line(error)}", ReportWarning, stacklevel=2)
+        warnings.warn(f"report not logged to MLflow run {run_id}: {first_line(error)}", ReportWarning, stacklevel=2)
         return False
     return True
 

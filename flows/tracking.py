@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +207,7 @@ class Tracker:
             except MlflowException as error:
                 if "already exists" in str(error):  # created meanwhile by another process
                     return self.client.get_experiment_by_name(self.experiment).experiment_id
-                raise TrackingError(f"MLflow at {self.tracking_uri}: {_first_line(error)}") from None
+                raise TrackingError(f"MLflow at {self.tracking_uri}: {first_line(error)}") from None
             except OSError as error:
                 raise TrackingError(f"MLflow at {self.tracking_uri}: {error}") from None
 
@@ -223,7 +223,7 @@ class Tracker:
 
     # -- runs ------------------------------------------------------------------------------
     def _find(self, tags: Mapping[str, str]) -> list[Any]:
-        clauses = " and ".join(f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items())
+        clauses = " and ".join(f"tags.`{k}` = '{quote_filter_value(v)}'" for k, v in tags.items())
         return self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=10,
                                        order_by=["attributes.start_time ASC"])
 
@@ -273,7 +273,7 @@ class Tracker:
         return run
 
     def children(self, parent_run_id: str) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{_quote(parent_run_id)}'",
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{quote_filter_value(parent_run_id)}'",
                                        max_results=10_000)
 
     # -- logging ---------------------------------------------------------------------------
@@ -452,13 +452,34 @@ def _open(source: ImageSource):
     return picture.convert("RGB")
 
 
-def _quote(value: str) -> str:
+def quote_filter_value(value: str) -> str:
+    """A value inside single quotes of an MLflow filter string."""
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An MLflow error in one line (an unreachable server said plainly)."""
     text = str(error).strip()
     if "Failed to establish a new connection" in text or "Max retries exceeded" in text:
         reason = "connection refused" if "Connection refused" in text else "no answer"
         return f"cannot reach the server ({reason})"
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    """An unreachable server fails in seconds, not after MLflow's minutes of retries (the
+    environment is restored after: MLflow reads these per request)."""
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+              "MLFLOW_DISABLE_TELEMETRY": "true"}
+    saved = {k: os.environ.get(k) for k in wanted}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

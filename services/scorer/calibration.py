@@ -232,7 +232,7 @@ class _Work:
     edits: list[dict[str, Any]]
 
 
-def _work_rng(seed: int, reference_id: str) -> np.random.Generator:
+def work_rng(seed: int, reference_id: str) -> np.random.Generator:
     """Each work's own stream: its replicas do not depend on which other works are calibrated."""
     return np.random.default_rng([seed, zlib.crc32(reference_id.encode())])
 
@@ -252,7 +252,7 @@ def _embed_work(encoder: Encoder, reference: Reference, grid: tuple[int, int]) -
 
 
 def _prepare_work(encoder: Encoder, reference: Reference, seed: int, replicas: int, grid: tuple[int, int]) -> _Work:
-    rng = _work_rng(seed, reference.reference_id)
+    rng = work_rng(seed, reference.reference_id)
     images, crops, pool = _embed_work(encoder, reference, grid)
     made = [edits.replica(reference.images[0].pixels, rng) for _ in range(replicas)]
     made_pool = [edits.replica(reference.images[i].pixels, rng) for i in pool if i != 0]

@@ -54,7 +54,7 @@ from scipy.stats import spearmanr
 from services.common.images import DecodedImage, InvalidImage, decode_image
 from services.scorer import baselines, edits
 from services.scorer.cache import EmbeddingCache
-from services.scorer.calibration import _work_rng, roc_auc, roc_curve
+from services.scorer.calibration import roc_auc, roc_curve, work_rng
 from services.scorer.crops import GRID
 from services.scorer.encoders import Encoder, Thresholds
 from services.scorer.references import Imagery, Reference, hamming, load_catalog, phash
@@ -148,7 +148,7 @@ def web_sizes(references: Sequence[Reference], works: set[str] | None = None) ->
 
 def _work_pairs(work: str, canonical: Mapping[str, np.ndarray], seed: int, per_class: int,
                 partial_ks: Sequence[int]) -> list[LabelledPair]:
-    rng = _work_rng(seed, work)
+    rng = work_rng(seed, work)
     own = canonical[work]
     pairs = []
     # The work's own edits first: how many draws picking another work takes depends on how
