@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +175,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            create_sqlite_store(Path(self.tracking_uri[len("sqlite:///"):]))
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self._experiment_id()
 
@@ -450,6 +451,27 @@ def _open(source: ImageSource):
         picture = Image.open(source)
     picture.load()
     return picture.convert("RGB")
+
+
+def create_sqlite_store(path: Path) -> None:
+    """A new MLflow sqlite store at `path`, made whole or not at all. MLflow migrates a new
+    store's schema in dozens of steps (ALTER TABLE ...); a process killed between two of them
+    left a store that no later run could open ("duplicate column name"), which a killed
+    benchmark must not do. So the store is made under a temporary name, then linked into
+    place only if no other process made one there meanwhile."""
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return
+    # A name of its own each time: MLflow keeps a store per URI for the life of the process.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{temporary}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def quote_filter_value(value: str) -> str:

@@ -593,3 +593,29 @@ def test_compare_errors_are_one_line(sqlite_uri, tmp_path):
     finally:
         if env is not None:
             os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def test_a_new_sqlite_store_is_made_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A benchmark killed while MLflow migrates a new store's schema must not leave a store
+    that the resumed run cannot open: the store appears at its path only once complete."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import Tracker, create_sqlite_store
+
+    path = tmp_path / "run" / "mlflow.db"
+    made = MlflowClient.search_experiments
+
+    def killed_midway(self, *args, **kwargs):
+        made(self, *args, **kwargs)  # the temporary store exists, migrated
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        create_sqlite_store(path)
+    assert not path.exists() and list(path.parent.iterdir()) == []  # nothing half-made, nothing left over
+    monkeypatch.setattr(MlflowClient, "search_experiments", made)
+    tracker = Tracker(f"sqlite:///{path}", "resumed")
+    assert [p.name for p in path.parent.iterdir()] == ["mlflow.db"]
+    run = tracker.client.create_run(tracker.experiment_id)
+    # A store already there is opened as it is: the run is still in it.
+    assert Tracker(f"sqlite:///{path}", "resumed").client.get_run(run.info.run_id).info.run_id == run.info.run_id
