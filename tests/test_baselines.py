@@ -285,3 +285,21 @@ INVALID = [
 def test_invalid_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_each_distinct_image_is_keyed_and_resized_once(monkeypatch):
+    """A reference paired with many images is hashed once (the same array object), a decoded
+    image is known by its own content hash, and SSIM resizes each distinct image once."""
+    from services.scorer import baselines
+
+    keyed, resized = [], []
+    pixels_key, ssim_input = baselines.pixels_key, baselines.ssim_input
+    monkeypatch.setattr(baselines, "pixels_key", lambda p: keyed.append(1) or pixels_key(p))
+    monkeypatch.setattr(baselines, "ssim_input", lambda *a: resized.append(1) or ssim_input(*a))
+    reference = SYNTHETIC["structured"]
+    decoded = decode_image(encode_png(SYNTHETIC["edited"]), "edited.png")
+    images = [SYNTHETIC["other"], decoded, SYNTHETIC["other"].copy(), decoded]
+    values = baselines.ssims([reference] * 4, images, size=32)
+    assert len(keyed) == 3  # the reference once, the two arrays of "other"; the decoded image not at all
+    assert len(resized) == 3  # reference, other, edited
+    np.testing.assert_allclose(values, [ssim(reference, x, size=32) for x in images], atol=1e-6)

@@ -11,8 +11,8 @@
   code), the mean of the SSIM map over pixels (and channels for RGB).
 
 Each takes images as `DecodedImage` or (H, W, 3) uint8 arrays. The plural variants score
-pairs (`images_a[i]` with `images_b[i]`) in batches and embed or hash an image that occurs in
-several pairs (a reference, typically) only once.
+pairs (`images_a[i]` with `images_b[i]`) in batches and embed, hash or resize an image that
+occurs in several pairs (a reference, typically) only once.
 """
 
 from __future__ import annotations
@@ -67,13 +67,30 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def _unique(pixels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """The distinct images (by content) and, for each input, the index of its distinct one."""
-    index: dict[bytes, int] = {}
+PIXELS_PREFIX = "pixels:"
+
+
+def pixels_key(pixels: np.ndarray) -> str:
+    """A content key of in-memory pixels: the sha256 of their bytes and shape, hashed from the
+    array's memory without copying it."""
+    digest = hashlib.sha256(np.ascontiguousarray(pixels))
+    digest.update(str(pixels.shape).encode())
+    return PIXELS_PREFIX + digest.hexdigest()
+
+
+def _unique(images: Sequence[ImageInput], pixels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct images (by content) and, for each input, the index of its distinct one.
+    A `DecodedImage` is known by its own content hash; an array by `pixels_key`, computed once
+    per array object (a reference paired with many images is hashed once, not per pair)."""
+    hashed: dict[int, str] = {}
+    index: dict[str, int] = {}
     distinct: list[np.ndarray] = []
     where = np.empty(len(pixels), dtype=np.int64)
-    for i, p in enumerate(pixels):
-        key = hashlib.sha256(np.ascontiguousarray(p).tobytes() + str(p.shape).encode()).digest()
+    for i, (image, p) in enumerate(zip(images, pixels)):
+        if isinstance(image, DecodedImage) and image.content_hash:
+            key = image.content_hash
+        else:
+            key = hashed.get(id(p)) or hashed.setdefault(id(p), pixels_key(p))
         if key not in index:
             index[key] = len(distinct)
             distinct.append(p)
@@ -100,7 +117,7 @@ def global_cosines(encoder: Encoder, images_a: Sequence[ImageInput], images_b: S
     a, b = _pairs(images_a, images_b)
     if not a:
         return np.zeros(0)
-    distinct, where = _unique(a + b)
+    distinct, where = _unique([*images_a, *images_b], a + b)
     rows = embed_pixels(encoder, distinct).astype(np.float64)
     cosines = np.einsum("nd,nd->n", rows[where[: len(a)]], rows[where[len(a) :]])
     return np.clip(cosines, -1.0, 1.0)
@@ -123,7 +140,7 @@ def phash_distances(images_a: Sequence[ImageInput], images_b: Sequence[ImageInpu
     """Hamming distances (0..64) of the pairs' 64-bit pHashes; (n,) int64. Each distinct
     image is hashed once."""
     a, b = _pairs(images_a, images_b)
-    distinct, where = _unique(a + b)
+    distinct, where = _unique([*images_a, *images_b], a + b)
     hashes = [phash(p) for p in distinct]
     return np.array([hamming(hashes[i], hashes[j]) for i, j in zip(where[: len(a)], where[len(a) :])], dtype=np.int64)
 
@@ -163,14 +180,17 @@ def ssim_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def ssims(images_a: Sequence[ImageInput], images_b: Sequence[ImageInput], size: int = SSIM_SIZE,
           grayscale: bool = True) -> np.ndarray:
-    """SSIM of each pair on `ssim_input`s of the given size; (n,) float64 in [-1, 1]."""
+    """SSIM of each pair on `ssim_input`s of the given size; (n,) float64 in [-1, 1]. Each
+    distinct image is resized once."""
     a, b = _pairs(images_a, images_b)
     size = _check_size(size)
+    distinct, where = _unique([*images_a, *images_b], a + b)
+    inputs = [ssim_input(p, size, grayscale) for p in distinct]
+    first, second = where[: len(a)], where[len(a) :]
     out = []
     for start in range(0, len(a), SSIM_BATCH):
         chunk = slice(start, start + SSIM_BATCH)
-        out.append(ssim_batch(np.stack([ssim_input(p, size, grayscale) for p in a[chunk]]),
-                               np.stack([ssim_input(p, size, grayscale) for p in b[chunk]])))
+        out.append(ssim_batch(np.stack([inputs[i] for i in first[chunk]]), np.stack([inputs[i] for i in second[chunk]])))
     return np.concatenate(out) if out else np.zeros(0)
 
 

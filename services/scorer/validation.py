@@ -57,7 +57,7 @@ from services.scorer.cache import EmbeddingCache
 from services.scorer.calibration import roc_auc, roc_curve, work_rng
 from services.scorer.crops import GRID
 from services.scorer.encoders import Encoder, Thresholds
-from services.scorer.references import Imagery, Reference, hamming, load_catalog, phash
+from services.scorer.references import Imagery, Reference, load_catalog
 from services.scorer.scoring import Scorer
 
 LABELS = ("replica", "partial", "transformation", "unrelated")
@@ -179,24 +179,7 @@ def _work_pairs(work: str, canonical: Mapping[str, np.ndarray], seed: int, per_c
 
 def as_image(pixels: np.ndarray, name: str) -> DecodedImage:
     """Pixels made in memory as a `DecodedImage`, hashed by content."""
-    return DecodedImage(name, pixels, pixels_key(pixels))
-
-
-PIXELS_PREFIX = "pixels:"
-
-
-def pixels_key(pixels: np.ndarray) -> str:
-    """The sha256 of the pixels and their shape (as `baselines` tells distinct images apart),
-    hashed from the array's memory, without copying it."""
-    digest = hashlib.sha256(np.ascontiguousarray(pixels))
-    digest.update(str(pixels.shape).encode())
-    return PIXELS_PREFIX + digest.hexdigest()
-
-
-def _image_key(image: DecodedImage) -> str:
-    """`pixels_key` of the image; a generated one already carries it as its content hash (a
-    decoded file's content hash is of its bytes: its pixels are hashed here)."""
-    return image.content_hash if image.content_hash.startswith(PIXELS_PREFIX) else pixels_key(image.pixels)
+    return DecodedImage(name, pixels, baselines.pixels_key(pixels))
 
 
 def write_labelled_set(pairs: Sequence[LabelledPair], folder: str | Path, references: str | Path | None = None) -> Path:
@@ -357,71 +340,18 @@ def _references_by_id(references: Sequence[Reference], pairs: Sequence[LabelledP
 def _baselines(recognition_encoder: Encoder, realization_encoder: Encoder, web_size: Mapping[str, np.ndarray],
                pairs: Sequence[LabelledPair]) -> dict[str, np.ndarray]:
     """`baselines.global_cosines`, `phash_distances` and `ssims` of (pair image, its work at
-    web size), with the same values: the same distinct images embedded in the same batches, the
-    same SSIM batches. What they would redo per pair is done once per distinct image here: the
-    hash that finds the distinct images (a generated image carries it already), the pHash and
-    the SSIM input, so each work's web-size image is hashed and resized once, not per pair.
-    The embedding and SSIM arithmetic stays `baselines`' own (its `embed_pixels`, `ssim_batch`)."""
-    n = len(pairs)
-    work_keys = {w: pixels_key(web_size[w]) for w in dict.fromkeys(p.reference_id for p in pairs)}
-    keys = [_image_key(p.image) for p in pairs] + [work_keys[p.reference_id] for p in pairs]
-    pixels = [p.image.pixels for p in pairs] + [web_size[p.reference_id] for p in pairs]
-    distinct, where = _distinct(keys)
-    images = [pixels[i] for i in distinct]
+    web size); a work's web-size image is one array for all its pairs, so they embed, hash and
+    resize it once."""
+    images, canonical = [p.image for p in pairs], [web_size[p.reference_id] for p in pairs]
     names = global_cosine_names(recognition_encoder, realization_encoder)
-    recognition_cosine = _global_cosines(recognition_encoder, images, where, n)
+    recognition_cosine = baselines.global_cosines(recognition_encoder, images, canonical)
     same = realization_encoder.identity == recognition_encoder.identity
     return {
         names[0]: recognition_cosine,
-        names[1]: recognition_cosine if same else _global_cosines(realization_encoder, images, where, n),
-        PHASH: _phash_distances(images, where, n).astype(float),
-        SSIM: _ssims(images, where, n),
+        names[1]: recognition_cosine if same else baselines.global_cosines(realization_encoder, images, canonical),
+        PHASH: baselines.phash_distances(images, canonical).astype(float),
+        SSIM: baselines.ssims(images, canonical),
     }
-
-
-def _distinct(keys: Sequence[str]) -> tuple[list[int], np.ndarray]:
-    """The index of each distinct key's first occurrence, and for every key the position of
-    its distinct one: `baselines._unique`'s order, so that the images are embedded in the same
-    batches.
-
-    >>> _distinct(["a", "b", "a", "c"])
-    ([0, 1, 3], array([0, 1, 0, 2]))
-    """
-    position: dict[str, int] = {}
-    firsts: list[int] = []
-    where = np.empty(len(keys), dtype=np.int64)
-    for i, key in enumerate(keys):
-        if key not in position:
-            position[key] = len(firsts)
-            firsts.append(i)
-        where[i] = position[key]
-    return firsts, where
-
-
-def _global_cosines(encoder: Encoder, images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
-    """`baselines.global_cosines` of pairs (where[i], where[n + i]) of distinct `images`."""
-    if n == 0:
-        return np.zeros(0)
-    rows = baselines.embed_pixels(encoder, images).astype(np.float64)
-    return np.clip(np.einsum("nd,nd->n", rows[where[:n]], rows[where[n:]]), -1.0, 1.0)
-
-
-def _phash_distances(images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
-    """`baselines.phash_distances` of pairs (where[i], where[n + i]) of distinct `images`."""
-    hashes = [phash(image) for image in images]
-    return np.array([hamming(hashes[i], hashes[j]) for i, j in zip(where[:n], where[n:])], dtype=np.int64)
-
-
-def _ssims(images: Sequence[np.ndarray], where: np.ndarray, n: int) -> np.ndarray:
-    """`baselines.ssims` of pairs (where[i], where[n + i]) of distinct `images`, in its batches,
-    each distinct image resized to the SSIM size once."""
-    inputs = [baselines.ssim_input(image) for image in images]
-    first, second = where[:n], where[n:]
-    out = []
-    for start in range(0, n, baselines.SSIM_BATCH):
-        chunk = slice(start, start + baselines.SSIM_BATCH)
-        out.append(baselines.ssim_batch(np.stack([inputs[i] for i in first[chunk]]), np.stack([inputs[i] for i in second[chunk]])))
-    return np.concatenate(out) if out else np.zeros(0)
 
 
 def global_cosine_names(recognition_encoder: Encoder, realization_encoder: Encoder) -> tuple[str, str]:
