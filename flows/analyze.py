@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +104,9 @@ def _thresholds(spec: BenchmarkSpec, recognition: Encoder, realization: Encoder)
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    from services.scorer.cache import default_cache_dir
+    from services.scorer.cache import cache_root
 
-    # default_cache_dir() is the embeddings' folder under the root; validations sit beside it.
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
+    return Path(cache_dir) if cache_dir is not None else cache_root()
 
 
 def _validation(recognition: Encoder, realization: Encoder, references: list[Reference], thresholds: Thresholds,
@@ -149,20 +146,14 @@ def _read_cached(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def _write_cached(path: Path, key: str, data: dict[str, Any]) -> None:
-    """Writes `{"key", "validation"}` to a temporary file, then renames it over `path`, so
-    that a concurrent reader never sees half a file. A cache that cannot be written is not an
+    """Stores `{"key", "validation"}` atomically; a cache that cannot be written is not an
     error: the validation is there, only not kept."""
-    temporary = None
+    from flows.store import write_atomically
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-            temporary = Path(handle.name)
-            json.dump({"key": key, "validation": data}, handle)
-        os.replace(temporary, path)
+        write_atomically(path, json.dumps({"key": key, "validation": data}).encode())
     except OSError as error:
         log.warning("validation not cached at %s: %s", path, error)
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
 
 
 def _define() -> tuple[Any, ...]:

@@ -254,7 +254,7 @@ class ResultStore:
             return False
         path = self.image_path(sha256)
         if not path.exists():
-            _write_atomically(path, png)
+            write_atomically(path, png)
         with self._lock:
             if existing is None:
                 cursor = self._db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?)",
@@ -346,7 +346,8 @@ def _score(data: str) -> ScoreRecord:
     return ScoreRecord(**{k: v for k, v in values.items() if k in known})
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` at `path` by a temporary file renamed over it: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 
 
+def cache_root() -> Path:
+    """Where iconicity keeps what it computes once: $ICONICITY_CACHE, else ~/.cache/iconicity."""
+    return Path(os.environ.get("ICONICITY_CACHE", Path.home() / ".cache" / "iconicity"))
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ICONICITY_CACHE", Path.home() / ".cache" / "iconicity")) / "embeddings"
+    """The reference embeddings' folder under `cache_root()`."""
+    return cache_root() / "embeddings"
 
 
 class EmbeddingCache:
