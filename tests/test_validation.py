@@ -237,8 +237,8 @@ def test_human_pairs_merge_into_a_validation_and_unknown_works_are_refused(tmp_p
 
 # -- the measures on real works ---------------------------------------------------------------
 def test_the_baselines_are_the_baselines_modules_own_values(validation, works, encoder):
-    """Validation prepares each work's web-size image once (hash, pHash, SSIM input) rather than
-    per pair; every value is still exactly what `services.scorer.baselines` gives the pairs."""
+    """The validation's baselines are `services.scorer.baselines`' own values for (pair image,
+    its work at web size), under the names the tasks use, one encoder per role."""
     web_size = {w.reference_id: edits.shrink(w.images[0].pixels, edits.REPLICA_MAX_SIDE) for w in works}
     pairs = [p for p in validation.pairs if p.reference_id in (works[0].reference_id, works[1].reference_id)]
     images, canonical = [p.image for p in pairs], [web_size[p.reference_id] for p in pairs]
