@@ -21,8 +21,8 @@ reverse order on exit, also when the block (or a later start) fails.
 - MLflow: `--tracking-uri`, else the spec's `mlflow.tracking_uri`, else
   `sqlite:///OUT/mlflow.db`.
 
-The Prefect API is the temporary local one Prefect starts by itself when no
-`PREFECT_API_URL` is set (or the one that variable names).
+The Prefect API is not one of these: `iconicity run` uses the one `PREFECT_API_URL` (or the
+active Prefect profile) names, else starts a temporary one (`flows.prefect_api`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 
 Without `--config` it runs the embedded default benchmark (`flows/benchmarks/default.yaml`).
 It starts on loopback what the benchmark marks `local` (harvester, Triton and the generator,
-scorer; `flows.local.LocalServices`), uses Prefect's temporary local API (or the one
-`PREFECT_API_URL` names) and an MLflow store (`--tracking-uri`, else the file's, else
-`sqlite:///OUT/mlflow.db`), runs the `benchmark` flow with a progress bar on stderr, stops
+scorer; `flows.local.LocalServices`), a temporary Prefect API where none is configured
+(`flows.prefect_api`; its log is `OUT/prefect-api.log`) and an MLflow store
+(`--tracking-uri`, else the file's, else `sqlite:///OUT/mlflow.db`), runs the `benchmark` flow with a progress bar on stderr, stops
 what it started, and prints where everything is. Results go to `--out` (default
 `runs/<benchmark name>`); running the same command again continues a killed run. Once
 the cells have run, the `analyze` flow (`flows.analyze`) validates the encoders on the
@@ -93,6 +93,7 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
     from flows.analyze import run_analysis
     from flows.benchmark import progress_listener, run_benchmark
     from flows.local import LocalServices, images_dir_for
+    from flows.prefect_api import PrefectAPI
 
     started = time.perf_counter()
     source = images_dir_for(spec, images_dir)
@@ -106,17 +107,16 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
     if local:
         print(f"starting on loopback: {', '.join(local)} ...", file=sys.stderr, flush=True)
     bar = _Progress(progress)
-    warming = threading.Thread(target=warm_prefect, name="prefect-warm-up", daemon=True)
+    out.mkdir(parents=True, exist_ok=True)
+    prefect = PrefectAPI(log_file=out / "prefect-api.log")
     with contextlib.ExitStack() as services:
-        # Prefect's temporary API comes up while the services start, once Triton (the
-        # slowest) is launching: importing Prefect holds the GIL for seconds.
+        # Prefect's API comes up while the services start, once Triton (the slowest) is
+        # launching: importing Prefect holds the GIL for seconds.
         addresses = services.enter_context(LocalServices(spec, out, source, tracking_uri=tracking_uri,
-                                                         while_starting=warming.start))
+                                                         while_starting=prefect.start_in_background))
         for name, why in addresses.unavailable_models.items():
             print(f"model {name} is not served here: {why}", file=sys.stderr, flush=True)
-        # The flow must not reach for Prefect's temporary API while the warm-up is still
-        # starting it: two starts race for one server (seen as "Failed to reach API" under load).
-        warming.join()
+        prefect.ready()
         try:
             with progress_listener(bar):
                 result = run_benchmark(spec, out, addresses.to_dict(), execution_id=execution_id)
@@ -152,43 +152,6 @@ def _close_in_background(stack: contextlib.ExitStack) -> threading.Thread:
     thread = threading.Thread(target=close, name="services-stop")
     thread.start()
     return thread
-
-
-def warm_prefect() -> None:
-    """Starts Prefect's temporary local API now (where no PREFECT_API_URL is set), so that the
-    flow does not wait for it later; failures are left for the flow to report."""
-    import flows.benchmark  # noqa: F401  (sets the environment Prefect reads)
-
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            client.hello()
-    except Exception:  # noqa: BLE001 - the flow reports what is still wrong
-        _adopt_starting_server()
-
-
-def _adopt_starting_server() -> None:
-    """Prefect gives up on its temporary server when one health check fails with anything but
-    a refused connection (a read timeout on a loaded machine), although the server process
-    goes on starting; the next client then starts a second server, which costs as much again
-    and dies on the port the first one took ("address already in use"). Wait for the first
-    instead and mark it running, so every client uses it."""
-    import httpx
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-    if PREFECT_API_URL.value():
-        return
-    server = SubprocessASGIServer()
-    process = server.server_process
-    deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-    while process is not None and process.poll() is None and not server.running and time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.api_url}/health", timeout=30).status_code == 200:
-                server.running = True
-                return
-        time.sleep(0.2)
 
 
 def report(result: Any, stream=None) -> int:
@@ -233,4 +196,4 @@ def report(result: Any, stream=None) -> int:
     return 0
 
 
-__all__ = ["add_run_arguments", "execute", "report", "run_run", "warm_prefect"]
+__all__ = ["add_run_arguments", "execute", "report", "run_run"]
