@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,22 @@ def test_to_uint8_matches_diffusers():
     images = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
     expected = np.stack([np.asarray(p) for p in numpy_to_pil(images)])
     np.testing.assert_array_equal(to_uint8(images), expected)
+
+
+def test_the_instance_kind_is_torchs_answer_without_importing_torch_where_there_is_no_gpu():
+    """`auto` asks whether CUDA is available before Triton is launched; where no GPU device
+    node exists the answer comes without importing torch (seconds on 2 cores)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from services.generator.triton_server import _cuda_available; answer = _cuda_available(); "
+            "imported = 'torch' in sys.modules; import torch; print(answer, torch.cuda.is_available(), imported)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1])).stdout.split()
+    answer, torch_says, imported = out
+    assert answer == torch_says
+    if torch_says == "False" and not Path("/dev/nvidia0").exists():
+        assert imported == "False"
 
 
 def test_config_pbtxt_escapes_and_makes_inputs_per_request():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -54,6 +55,11 @@ def _pbtxt_string(value: str) -> str:
 
 
 def _cuda_available() -> bool:
+    """torch's answer, without importing torch (seconds, before Triton is launched) where no
+    GPU device node exists: on Linux CUDA needs /dev/nvidia* (or WSL's /dev/dxg)."""
+    if "torch" not in sys.modules and sys.platform.startswith("linux") \
+            and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")):
+        return False
     try:
         import torch
     except ImportError:
