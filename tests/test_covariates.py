@@ -201,6 +201,105 @@ def test_same_title_decoys_of_the_french_excerpt():
 
 
 # --------------------------------------------------------------------------------------
+# the export's index kept between runs
+
+
+def _state(index: TitleIndex):
+    return index.size, index._same, index._near
+
+
+def test_ascii_titles_skip_the_decomposition_unchanged():
+    from services.harvester.covariates import _strip_accents
+
+    for code in range(128):
+        ch = chr(code)
+        assert unicodedata.normalize("NFKD", ch) == ch and not unicodedata.combining(ch)
+    assert _strip_accents("Pietà, Ｓｔａｒｒｙ") == "Pieta, Starry" and _strip_accents("Self-Portrait") == "Self-Portrait"
+
+
+def test_cached_export_index_equals_an_uncached_one(export_rows, tmp_path, monkeypatch):
+    path, _, titles = export_rows
+    uncached = TitleIndex.from_export_csv(path)
+    first = TitleIndex.from_export_csv(path, cache_dir=tmp_path)  # computed, then kept
+    (kept,) = tmp_path.glob("*.json")
+
+    import services.harvester.covariates as covariates
+
+    def fail(title):
+        raise AssertionError("a kept index normalizes no title of the export")
+
+    monkeypatch.setattr(covariates, "normalize_title", fail)
+    second = TitleIndex.from_export_csv(path, cache_dir=tmp_path)  # read back
+    monkeypatch.undo()
+    assert _state(first) == _state(second) == _state(uncached) and second.size == 9336
+    assert second.source == uncached.source == str(path)
+    sample = [title for _, title in titles[::97]] + ["The Kiss", "Self-Portrait", "Untitled", "Nothing like it at all"]
+    for qid, title in [(None, t) for t in sample] + titles[::211]:
+        assert second.matches(title, exclude_id=qid) == uncached.matches(title, exclude_id=qid), title
+    assert list(tmp_path.glob("*.json")) == [kept] and not list(tmp_path.glob(".*.tmp"))
+
+
+def _write_export(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "_title", "_depicts"])
+        writer.writerows(rows)
+
+
+def test_a_changed_export_gives_new_counts(tmp_path):
+    export, cache = tmp_path / "export.csv", tmp_path / "cache"
+    _write_export(export, [("Q1", "The Kiss", ""), ("Q2", "Kiss", ""), ("Q3", "Starry Night", "")])
+    before = TitleIndex.from_export_csv(export, cache_dir=cache)
+    assert before.matches("The Kiss", exclude_id="Q1") == TitleMatches(1, 1)
+    _write_export(export, [("Q1", "The Kiss", ""), ("Q2", "Kiss", ""), ("Q4", "Le Kiss", ""), ("Q5", "Kiss, The", "")])
+    after = TitleIndex.from_export_csv(export, cache_dir=cache)
+    assert after.matches("The Kiss", exclude_id="Q1") == TitleMatches(2, 3)
+    assert after.matches("Starry Night") == TitleMatches(0, 0) and after.size == 4
+    assert _state(after) == _state(TitleIndex.from_export_csv(export))
+    assert len(list(cache.glob("*.json"))) == 1  # the one file of this export, rewritten
+    # Other columns of the same file are another index.
+    by_depicts = TitleIndex.from_export_csv(export, title_column="_depicts", cache_dir=cache)
+    assert by_depicts.size == 0 and len(list(cache.glob("*.json"))) == 2
+
+
+def test_export_index_is_computed_again_for_other_rules_or_a_damaged_file(tmp_path, monkeypatch):
+    import services.harvester.covariates as covariates
+
+    export, cache = tmp_path / "export.csv", tmp_path / "cache"
+    _write_export(export, [("Q1", "The Kiss", ""), ("Q2", "Kiss", "")])
+    expected = _state(TitleIndex.from_export_csv(export))
+    made = []
+    real = TitleIndex._from_csv.__func__
+
+    def counting(cls, *args):
+        made.append(1)
+        return real(cls, *args)
+
+    monkeypatch.setattr(TitleIndex, "_from_csv", classmethod(counting))
+    assert _state(TitleIndex.from_export_csv(export, cache_dir=cache)) == expected and len(made) == 1
+    assert _state(TitleIndex.from_export_csv(export, cache_dir=cache)) == expected and len(made) == 1
+    (kept,) = cache.glob("*.json")
+    for damage in (kept.read_bytes()[:40], b"", b"[]", b'{"key": 1}', kept.read_bytes().replace(b'"size":2', b'"size":"x"')):
+        kept.write_bytes(damage)
+        assert _state(TitleIndex.from_export_csv(export, cache_dir=cache)) == expected
+    assert len(made) == 6  # each damaged file computed again and rewritten
+    assert _state(TitleIndex.from_export_csv(export, cache_dir=cache)) == expected and len(made) == 6
+    source, unicode = covariates._normalization_version()
+    monkeypatch.setattr(covariates, "_normalization_version", lambda: (source + b"\n# changed rules", unicode))
+    assert _state(TitleIndex.from_export_csv(export, cache_dir=cache)) == expected and len(made) == 7
+
+
+def test_export_index_without_a_writable_cache(tmp_path):
+    export = tmp_path / "export.csv"
+    _write_export(export, [("Q1", "The Kiss", ""), ("Q2", "Kiss", "")])
+    (tmp_path / "not-a-folder").write_text("")
+    index = TitleIndex.from_export_csv(export, cache_dir=tmp_path / "not-a-folder" / "cache")
+    assert _state(index) == _state(TitleIndex.from_export_csv(export))
+    with pytest.raises(ValueError, match="no column _title"):
+        TitleIndex.from_export_csv(tmp_path / "not-a-folder", cache_dir=tmp_path / "cache")
+
+
+# --------------------------------------------------------------------------------------
 # covariate rows
 
 

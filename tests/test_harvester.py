@@ -32,6 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTACT = "iconicity-tests@example.org"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """The harvests here keep what they cache (`run_config`: the export's title index, image
+    sizes) in a folder of their own, not in the user's $ICONICITY_CACHE."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ICONICITY_CACHE", str(tmp_path_factory.mktemp("iconicity-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def data() -> Path:
     root = shared_data()
@@ -185,6 +194,111 @@ def test_offline_source_rejects_bad_catalog_files(tmp_path):
     (tmp_path / "untitled.json").write_text(json.dumps([{"slug": "x"}]))
     with pytest.raises(ValueError, match="has no title"):
         list(OfflineSource(tmp_path / "untitled.json").records())
+
+
+# -- what harvests keep between runs ---------------------------------------------------------
+def _jpeg(size=(6, 4), orientation=None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", size, (200, 30, 10))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_decoded_size_kept_by_content_equals_a_decode(data, tmp_path, monkeypatch):
+    import services.harvester.harvest as harvest_module
+    from services.common.images import InvalidImage, decode_image
+    from services.harvester.harvest import decoded_size
+
+    images = [_jpeg(), _jpeg(orientation=6), _jpeg(orientation=8), _jpeg(orientation=3)]
+    images += [(data / "references" / "mona_lisa" / "1.jpg").read_bytes()]
+    for image in images:
+        decoded = decode_image(image)
+        first = decoded_size(image, "x", folder=tmp_path)
+        assert first == (decoded.width, decoded.height) == decoded_size(image, "x")
+    assert decoded_size(images[1], "rotated", folder=tmp_path) == (4, 6)  # EXIF orientation applied
+    assert len(list(tmp_path.rglob("*.json"))) == len(images)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("kept sizes are not decoded again")
+
+    monkeypatch.setattr(harvest_module, "decode_image", no_decode)
+    assert [decoded_size(image, "x", folder=tmp_path) for image in images] == [
+        (decode_image(image).width, decode_image(image).height) for image in images]
+    monkeypatch.undo()
+    # Another pixel limit is another question: decoded again, and refused.
+    with pytest.raises(InvalidImage, match="over the limit"):
+        decoded_size(images[-1], "big", max_pixels=100, folder=tmp_path)
+    # Bytes that fail are never kept: they fail again, every time.
+    for bad in (b"", b"<html>not an image</html>", images[0][: len(images[0]) // 2]):
+        for _ in range(2):
+            with pytest.raises(InvalidImage):
+                decoded_size(bad, "bad", folder=tmp_path)
+    assert len(list(tmp_path.rglob("*.json"))) == len(images) and not list(tmp_path.rglob(".*.tmp"))
+    # A damaged entry is decoded again and rewritten.
+    for damage in (b'[0, "x"]', b"[0, 5]", b"[6, 4, 1]", b"[6", b'{"6": 4}', b"[true, true]"):
+        for entry in tmp_path.rglob("*.json"):
+            entry.write_bytes(damage)
+        assert [decoded_size(image, "x", folder=tmp_path) for image in images] == [
+            (decode_image(image).width, decode_image(image).height) for image in images]
+        assert damage not in {entry.read_bytes() for entry in tmp_path.rglob("*.json")}
+    # A cache folder that cannot be written leaves the size uncached.
+    (tmp_path / "file").write_text("")
+    assert decoded_size(images[1], "x", folder=tmp_path / "file" / "sizes") == (4, 6)
+
+
+def _catalog_state(folder: Path) -> dict:
+    with Catalog(folder, create=False) as catalog:
+        records = catalog.references()
+        return {
+            "references": [r.to_dict() for r in records],
+            "images": {r.id: catalog.images(r.id) for r in records},
+            "covariates": catalog.covariates(),
+            "prompts": catalog.prompts(),
+            "failures": catalog.failures(catalog.snapshots()[-1].id),
+        }
+
+
+def test_a_harvest_from_kept_sizes_and_index_stores_the_same(harvested, data, tmp_path, monkeypatch):
+    """`harvested` ran with an empty cache (computed and kept everything); harvests into new
+    folders read it back and store the same, byte for byte; so does one with no cache."""
+    import services.harvester.covariates as covariates
+    import services.harvester.harvest as harvest_module
+    from services.harvester.plan import image_size_cache, title_index_cache
+
+    assert list(image_size_cache().rglob("*.json")) and list(title_index_cache().glob("*.json"))
+    expected = _catalog_state(harvested)
+    assert sum(len(images) for images in expected["images"].values()) == 70
+    with monkeypatch.context() as patch:
+        patch.setattr(harvest_module, "decode_image", lambda *a, **k: pytest.fail("decoded a kept image"))
+        patch.setattr(covariates.TitleIndex, "_from_csv", lambda *a: pytest.fail("read a kept export again"))
+        with Catalog(tmp_path / "warm") as catalog:
+            run_config(offline_config(data), catalog)
+    assert _catalog_state(tmp_path / "warm") == expected
+    monkeypatch.setenv("ICONICITY_CACHE", str(tmp_path / "empty-cache"))
+    with Catalog(tmp_path / "cold") as catalog:
+        run_config(offline_config(data), catalog)
+    assert _catalog_state(tmp_path / "cold") == _catalog_state(harvested)
+    for name in ("warm", "cold"):
+        stored = sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name / "images").rglob("*.*"))
+        assert stored == sorted(p.relative_to(harvested) for p in (harvested / "images").rglob("*.*"))
+
+
+def test_read_export_of_some_qids_is_the_whole_export_narrowed(data):
+    from services.harvester.export import read_export
+
+    path = data / "wikidata" / "artonwikidata_paintings.csv"
+    every = read_export(path)
+    wanted = {"Q45585", "Q471379", "Q12418", "", "Q0", "not a qid"}
+    assert read_export(path, wanted) == {qid: p for qid, p in every.items() if qid in wanted}
+    assert set(read_export(path, wanted)) == {"Q45585", "Q471379", "Q12418"}
+    assert read_export(path, ()) == {}
 
 
 # -- covariates and prompts over the harvested catalog ---------------------------------------

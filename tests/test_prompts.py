@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from services.harvester.prompts import (
+    _POS_FILES,
+    _SENSE_KEY_POS,
     DEFAULT_PERTURBATIONS,
     LITERAL,
     ORIGINAL,
@@ -22,6 +24,7 @@ from services.harvester.prompts import (
     PromptVariant,
     VariantUnavailable,
     WordNet,
+    _SortedLines,
     literal_variant,
     load_custom_variants,
     original_variant,
@@ -194,6 +197,180 @@ def test_synonyms_are_deterministic_across_processes(wordnet):
             check=True,
         )
         assert json.loads(out.stdout) == expected
+
+
+# --------------------------------------------------------------------------------------
+# the WordNet reader: look-ups by bisection equal a parse of the whole files
+
+
+def _full_parse(root: Path):
+    """WordNet's files read whole, as the reader did before it searched them: index lemma ->
+    synset offsets, data offset -> line, and the tag counts of index.sense."""
+    index, data = {}, {}
+    for pos, name in _POS_FILES.items():
+        index[pos] = {}
+        with open(root / f"index.{name}", encoding="utf-8") as lines:
+            for line in lines:
+                if line.startswith(" "):
+                    continue
+                parts = line.split()
+                pointers = int(parts[3])
+                index[pos][parts[0]] = tuple(int(o) for o in parts[4 + pointers + 2 :])
+        data[pos] = {}
+        with open(root / f"data.{name}", encoding="utf-8") as lines:
+            for line in lines:
+                if not line.startswith(" "):
+                    data[pos][int(line[:8])] = line
+    tags, totals = {}, {}
+    with open(root / "index.sense", encoding="utf-8") as lines:
+        for line in lines:
+            parts = line.split()
+            if len(parts) != 4 or parts[3] == "0":
+                continue
+            lemma, _, rest = parts[0].partition("%")
+            key = (lemma.lower(), _SENSE_KEY_POS[rest[0]], int(parts[1]))
+            tags[key] = tags.get(key, 0) + int(parts[3])
+            totals[key[:2]] = totals.get(key[:2], 0) + int(parts[3])
+    return index, data, tags, totals
+
+
+def _every_file(wordnet):
+    return [*wordnet._index.values(), *wordnet._data.values(), wordnet._sense_index]
+
+
+def _searching(wordnet):
+    for lines in _every_file(wordnet):
+        lines._searches_left = 10**12  # never split whole
+    return wordnet
+
+
+def _split(wordnet):
+    for lines in _every_file(wordnet):
+        lines._split_all()
+    return wordnet
+
+
+@pytest.fixture(scope="module")
+def parsed(wordnet):
+    return _full_parse(wordnet.root)
+
+
+@pytest.fixture(scope="module", params=["bisection", "split"])
+def fresh_wordnet(request, wordnet):
+    made = WordNet(wordnet.root, source=wordnet.source)
+    return _searching(made) if request.param == "bisection" else _split(made)
+
+
+def test_bundled_wordnet_files_are_sorted_by_their_first_field(wordnet):
+    """What the bisection relies on: after the license header (lines that start with a
+    space, only at the top), every line's first field is greater, in byte order, than the
+    one before; the files are ASCII with CRLF line ends."""
+    for name in [*(f"index.{n}" for n in _POS_FILES.values()), *(f"data.{n}" for n in _POS_FILES.values()), "index.sense"]:
+        lines = (wordnet.root / name).read_bytes().split(b"\n")
+        assert lines[-1] == b"" and all(line.endswith(b"\r") for line in lines[:-1]), name
+        body = [line for line in lines[:-1] if not line.startswith(b" ")]
+        header = len(lines) - 1 - len(body)
+        assert all(line.startswith(b" ") for line in lines[:header]), name
+        assert header == (0 if name == "index.sense" else 29), name
+        fields = [line.split(None, 1)[0] for line in body]
+        assert all(a < b for a, b in zip(fields, fields[1:])), name
+        if name == "index.sense":  # looked up by the lowercase lemma
+            assert all(field == field.lower() and field.count(b"%") == 1 for field in fields)
+
+
+def _probes(lemmas: list[str]) -> list[str]:
+    """Every 37th lemma, the first and last 40, the multiword ones among every 7th, and
+    spellings near them that are not lemmas (or are: the answers must agree either way)."""
+    picked = lemmas[::37] + lemmas[:40] + lemmas[-40:] + [w for w in lemmas[::7] if "_" in w or "-" in w][:400]
+    near = []
+    for lemma in picked[::5]:
+        near += [lemma + "s", lemma[:-1], lemma + "_", lemma + "%", lemma.upper(), lemma.replace("_", " ")]
+    odd = ["", " ", "a b", "zzzzzz", "zzzzzzzzzz_zzz", "!", "~", "\t", "café", "naïve", "\ud800", "night\r", "night\n",
+           "1", "this", "software", "princeton", "license", "wordnet", "copyright", "  1 This", "09", "00001740"]
+    return sorted(set(picked + near + odd))
+
+
+def test_index_lookups_equal_a_full_parse(fresh_wordnet, parsed):
+    index = parsed[0]
+    for pos in _POS_FILES:
+        lemmas = list(index[pos])
+        assert lemmas[0] < lemmas[-1]
+        for lemma in _probes(lemmas) + _probes(list(index["n"]))[::3]:
+            assert fresh_wordnet.senses(lemma, pos) == index[pos].get(lemma, ()), (pos, lemma)
+            assert fresh_wordnet.has(lemma, pos) is (lemma in index[pos]), (pos, lemma)
+    with pytest.raises(KeyError):
+        fresh_wordnet.senses("night", "x")
+
+
+def test_synsets_equal_a_full_parse(fresh_wordnet, parsed):
+    index, data = parsed[0], parsed[1]
+    for pos in _POS_FILES:
+        offsets = sorted(data[pos])
+        for offset in offsets[::53] + offsets[:20] + offsets[-20:]:
+            synset = fresh_wordnet.synset(pos, offset)
+            assert synset.offset == offset and synset.pos == pos
+            fields = data[pos][offset].split(" | ", 1)[0].split()
+            assert synset.lexname == int(fields[1]) and len(synset.lemmas) == int(fields[3], 16)
+            assert fresh_wordnet._data_line(pos, offset).split() == data[pos][offset].split()
+        for missing in (0, offsets[0] - 1, offsets[0] + 1, offsets[-1] + 1, 10**8, -1):
+            with pytest.raises(KeyError):
+                fresh_wordnet.synset(pos, missing)
+    # every synset the index of a sample of lemmas points to is there
+    for lemma in list(index["a"])[::301]:
+        for offset in fresh_wordnet.senses(lemma, "a"):
+            assert fresh_wordnet.synset("a", offset).lemmas
+
+
+def test_tag_counts_equal_a_full_parse(fresh_wordnet, parsed):
+    index, _, tags, totals = parsed
+    lemmas = sorted({lemma for lemma, _, _ in tags})
+    probes = _probes(lemmas) + _probes(list(index["v"]))[::4] + ["Night", "NIGHT", "Dark", "a%1", "%"]
+    for lemma in probes:
+        for pos in _POS_FILES:
+            assert fresh_wordnet.tag_count(lemma, pos) == totals.get((lemma.lower(), pos), 0), (lemma, pos)
+            for offset in fresh_wordnet.senses(lemma.lower(), pos):
+                assert fresh_wordnet.tag_count(lemma, pos, offset) == tags.get((lemma.lower(), pos, offset), 0)
+    assert fresh_wordnet.tag_count("night", "n", 15167027) == tags[("night", "n", 15167027)] > 0
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("header", [b"", b"  1 a header line\n  2 another\n"])
+@pytest.mark.parametrize("last_line_end", [True, False])
+def test_sorted_lines_find_what_a_scan_finds(tmp_path, line_end, header, last_line_end):
+    fields = [b"'hood", b"a", b"a%1", b"a%2", b"a_b", b"ab", b"abc", b"b", b"b-c", b"ba", b"z", b"zz"]
+    body = line_end.join(field + b" " + str(n).encode() + b" rest" for n, field in enumerate(fields))
+    path = tmp_path / "sorted"
+    path.write_bytes(header.replace(b"\n", line_end) + body + (line_end if last_line_end else b""))
+    probes = sorted({f[:k] for f in fields for k in range(len(f) + 1)} | set(fields) | {b"zzz", b"\x00", b"\xff", b"a "})
+    for split in (False, True):
+        lines = _SortedLines(path)
+        if split:
+            lines._split_all()
+        else:
+            lines._searches_left = 10**12
+        for probe in probes:
+            expected = [f + b" " + str(n).encode() + b" rest" for n, f in enumerate(fields) if f == probe]
+            assert lines.line(probe) == (expected[0] if expected else None), (split, probe)
+            prefixed = [f + b" " + str(n).encode() + b" rest" for n, f in enumerate(fields) if f.startswith(probe)]
+            assert list(lines.lines_with_prefix(probe)) == prefixed, (split, probe)
+
+
+def test_sorted_lines_of_empty_and_header_only_files(tmp_path):
+    for content in (b"", b"  1 only a header\n", b"  1 only a header"):
+        path = tmp_path / "file"
+        path.write_bytes(content)
+        lines = _SortedLines(path)
+        assert lines.line(b"a") is None and list(lines.lines_with_prefix(b"")) == []
+
+
+def test_sorted_lines_split_whole_after_enough_lookups(tmp_path):
+    path = tmp_path / "sorted"
+    path.write_bytes(b"".join(b"w%05d x\n" % n for n in range(1000)))
+    lines = _SortedLines(path)
+    for n in range(1000):
+        assert lines.line(b"w%05d" % n) == b"w%05d x" % n
+    assert lines._fields is not None and len(lines._fields) == 1000  # searched, then split whole
+    assert lines.line(b"w00999") == b"w00999 x" and lines.line(b"w01000") is None
 
 
 # --------------------------------------------------------------------------------------

@@ -15,11 +15,13 @@ the title, and training-data frequency of the title in a local caption corpus.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import multiprocessing
 import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.harvester.cachefiles import digest, read_cached, write_atomically
 from services.harvester.records import ReferenceRecord, parse_year
 
 # ---------------------------------------------------------------------------------------
@@ -49,6 +52,8 @@ _NON_ALNUM = re.compile(r"[^\w]+|_+")
 
 
 def _strip_accents(text: str) -> str:
+    if text.isascii():
+        return text  # NFKD leaves ASCII as it is, and no ASCII character is a combining mark
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -86,7 +91,12 @@ def loose_title_key(title: str) -> tuple[str, ...]:
     >>> loose_title_key("The Starry Night") == loose_title_key("Starry Night over the Rhone")
     False
     """
-    tokens = normalize_title(title).split()
+    return _loose_key(normalize_title(title))
+
+
+def _loose_key(normal: str) -> tuple[str, ...]:
+    """`loose_title_key` of a title whose normal form is `normal`."""
+    tokens = normal.split()
     kept = [t for t in tokens if len(t) > 1 and t not in LOOSE_IGNORED]
     return tuple(sorted(kept or tokens))
 
@@ -110,14 +120,17 @@ class TitleIndex:
 
     def __init__(self, works: Iterable[tuple[str, str]], source: str = ""):
         self.source = source
-        self._same: dict[str, Counter[str]] = {}
-        self._near: dict[tuple[str, ...], Counter[str]] = {}
+        self._same: dict[str, dict[str, int]] = {}  # normal form -> work id -> titles
+        self._near: dict[tuple[str, ...], dict[str, int]] = {}  # loose key -> work id -> titles
         self.size = 0
         for work_id, title in works:
             if not title or not title.strip():
                 continue
-            self._same.setdefault(normalize_title(title), Counter())[work_id] += 1
-            self._near.setdefault(loose_title_key(title), Counter())[work_id] += 1
+            normal = normalize_title(title)
+            same = self._same.setdefault(normal, {})
+            same[work_id] = same.get(work_id, 0) + 1
+            near = self._near.setdefault(_loose_key(normal), {})
+            near[work_id] = near.get(work_id, 0) + 1
             self.size += 1
 
     @classmethod
@@ -125,26 +138,86 @@ class TitleIndex:
         return cls(((r.id, r.title) for r in records), source=source)
 
     @classmethod
-    def from_export_csv(cls, path: str | Path, *, title_column: str = "_title", id_column: str = "id") -> TitleIndex:
+    def from_export_csv(
+        cls,
+        path: str | Path,
+        *,
+        title_column: str = "_title",
+        id_column: str = "id",
+        cache_dir: str | Path | None = None,
+    ) -> TitleIndex:
         """The Wikidata paintings export (`artonwikidata_paintings.csv`: `id` is the QID,
-        `_title` the English label), streamed row by row."""
+        `_title` the English label), streamed row by row.
+
+        With `cache_dir`, the index is also kept there as JSON, one file per export file and
+        columns, and read back instead of normalizing every title again as long as the
+        export's content (sha256), the columns and the normalization (this module's source,
+        the Unicode version) are the same; otherwise it is computed and the file rewritten
+        (`services.harvester.cachefiles`)."""
         path = Path(path)
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {title_column, id_column} - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (columns: {reader.fieldnames})")
-            return cls(((row[id_column], row[title_column]) for row in reader), source=str(path))
+        if cache_dir is None:
+            with open(path, encoding="utf-8", newline="") as handle:
+                return cls._from_csv(handle, path, title_column, id_column)
+        data = path.read_bytes()
+        try:
+            key = digest(_EXPORT_INDEX_FORMAT, data, title_column, id_column, *_normalization_version())
+        except OSError:  # this module's source cannot be read (a zipped install): nothing to key by
+            return cls._from_csv(io.StringIO(data.decode("utf-8"), newline=""), path, title_column, id_column)
+        entry = Path(cache_dir) / f"{digest(os.fsencode(path.resolve()), title_column, id_column)[:32]}.json"
+        index = cls._from_cache(read_cached(entry), key, str(path))
+        if index is None:
+            index = cls._from_csv(io.StringIO(data.decode("utf-8"), newline=""), path, title_column, id_column)
+            write_atomically(entry, index._cache_body(key))
+        return index
+
+    @classmethod
+    def _from_csv(cls, handle: Iterable[str], path: Path, title_column: str, id_column: str) -> TitleIndex:
+        reader = csv.DictReader(handle)
+        missing = {title_column, id_column} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (columns: {reader.fieldnames})")
+        return cls(((row[id_column], row[title_column]) for row in reader), source=str(path))
+
+    @classmethod
+    def _from_cache(cls, body: bytes | None, key: str, source: str) -> TitleIndex | None:
+        """The index kept in `body` when it was kept under `key`; None otherwise."""
+        if body is None:
+            return None
+        try:
+            kept = json.loads(body)
+            if kept["key"] != key:
+                return None  # another export, or other normalization rules
+            index = cls((), source=source)
+            index._same = {normal: dict(ids) for normal, ids in kept["same"].items()}
+            index._near = {tuple(near): dict(ids) for near, ids in kept["near"]}
+            index.size = int(kept["size"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # damaged: computed again and rewritten
+        return index
+
+    def _cache_body(self, key: str) -> bytes:
+        near = [[list(loose), ids] for loose, ids in self._near.items()]
+        kept = {"key": key, "size": self.size, "same": self._same, "near": near}
+        return json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def matches(self, title: str, *, exclude_id: str | None = None) -> TitleMatches:
         """Works of the index with the same and a near-identical title, the work `exclude_id`
         (the reference itself) not counted."""
-        same = self._same.get(normalize_title(title), Counter())
-        near = self._near.get(loose_title_key(title), Counter())
+        same = self._same.get(normalize_title(title), {})
+        near = self._near.get(loose_title_key(title), {})
         return TitleMatches(
             same=sum(same.values()) - same.get(exclude_id, 0) if exclude_id else sum(same.values()),
             near=sum(near.values()) - near.get(exclude_id, 0) if exclude_id else sum(near.values()),
         )
+
+
+_EXPORT_INDEX_FORMAT = "iconicity export title index 1"
+
+
+def _normalization_version() -> tuple[bytes, str]:
+    """What normal forms depend on besides the titles: this module's code (the rules) and
+    the Unicode database of `unicodedata`, `str.casefold` and `re`'s `\\w`."""
+    return Path(__file__).read_bytes(), f"unicode {unicodedata.unidata_version}, python {sys.version}"
 
 
 # ---------------------------------------------------------------------------------------

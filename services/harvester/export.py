@@ -8,6 +8,7 @@ value is written as a full-width "，" (as in "Anthony， bastard of Burgundy").
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def split_values(cell: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (cell or "").split(", ") if v.strip())
 
 
-def read_export(path: str | Path) -> dict[str, ExportedPainting]:
-    """Every painting of the export, by QID."""
+def read_export(path: str | Path, qids: Collection[str] | None = None) -> dict[str, ExportedPainting]:
+    """Every painting of the export, by QID; only those of `qids` when given (the rows are
+    all read either way, the others not made into paintings)."""
     path = Path(path)
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -46,6 +48,7 @@ def read_export(path: str | Path) -> dict[str, ExportedPainting]:
             row["id"]: ExportedPainting(row["id"], row["_title"], row.get("_artist") or None, row.get("_creation") or None,
                                         split_values(row["_depicts"]), split_values(row["_genre"]))
             for row in reader
+            if qids is None or row["id"] in qids
         }
 
 

