@@ -28,6 +28,7 @@ import importlib.metadata
 import io
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -458,20 +459,118 @@ def create_sqlite_store(path: Path) -> None:
     store's schema in dozens of steps (ALTER TABLE ...); a process killed between two of them
     left a store that no later run could open ("duplicate column name"), which a killed
     benchmark must not do. So the store is made under a temporary name, then linked into
-    place only if no other process made one there meanwhile."""
-    from mlflow.tracking import MlflowClient
-
+    place only if no other process made one there meanwhile. Migrating costs seconds of CPU
+    that compete with the generation being measured, so the store is a copy of a migrated
+    template kept in the cache (`_sqlite_template`), made directly when the template fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return
-    # A name of its own each time: MLflow keeps a store per URI for the life of the process.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = _temporary_name(path)
     try:
-        MlflowClient(tracking_uri=f"sqlite:///{temporary}").search_experiments(max_results=1)
+        if not _copy_sqlite_template(temporary):
+            _migrate_sqlite_store(temporary)
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _temporary_name(path: Path) -> Path:
+    # A name of its own each time: MLflow keeps a store per URI for the life of the process.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def _migrate_sqlite_store(database: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments(max_results=1)
+
+
+class _BadTemplate(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_revision() -> str:
+    # MLflow opens only a store at the head revision of the migrations it ships; the head is
+    # read from those scripts, without a database (~0.04 s). The version alone would miss
+    # migrations changed under one version (an editable or dev install).
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _sqlite_template() -> Path:
+    """The cache's empty store migrated by this MLflow, made (whole or not at all, like a
+    store) if missing."""
+    import mlflow
+
+    from services.scorer.cache import cache_root
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"store-{mlflow.__version__}-{_schema_revision()}.db")
+    template = cache_root() / "mlflow" / name
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _temporary_name(template)
+        try:
+            _migrate_sqlite_store(temporary)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, template)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return template
+
+
+def _copy_sqlite_template(database: Path) -> bool:
+    """`database` made a copy of the template, as MLflow would have made it here and now;
+    False where the template cannot serve (the store is then migrated directly)."""
+    import sqlite3
+
+    template = None
+    try:
+        from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+        from mlflow.utils.time import get_current_time_millis
+
+        location = _default_artifact_location()
+        # MLflow writes it as a Python literal into its SQL: a path that literal would alter
+        # (quotes, backslashes) is left to MLflow. With workspaces, another store class makes
+        # experiment 0.
+        if MLFLOW_ENABLE_WORKSPACES.get() or repr(location) != f"'{location}'":
+            return False
+        template = _sqlite_template()
+        shutil.copyfile(template, database)
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            if db.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
+                raise _BadTemplate("corrupt")
+            if db.execute("SELECT version_num FROM alembic_version").fetchall() != [(_schema_revision(),)]:
+                raise _BadTemplate("not at the head revision")
+            if db.execute("SELECT experiment_id, name FROM experiments").fetchall() != [(0, "Default")]:
+                raise _BadTemplate("not empty")
+            now = get_current_time_millis()
+            db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                       "WHERE experiment_id = 0", (location, now, now))
+        return True
+    except (_BadTemplate, sqlite3.DatabaseError):
+        # A torn or foreign template would cost every later run a migration: the next makes it again.
+        if template is not None:
+            with contextlib.suppress(OSError):
+                template.unlink()
+    except Exception:  # noqa: BLE001 - the cache never fails a run
+        pass
+    database.unlink(missing_ok=True)
+    return False
+
+
+def _default_artifact_location() -> str:
+    """Experiment 0's artifact location as MLflow's SqlAlchemyStore computes it for a client
+    given no artifact root (`_get_sqlalchemy_store`): the server's root, else ./mlruns
+    resolved against the current folder."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.tracking._tracking_service.utils import _SERVER_ARTIFACT_ROOT_ENV_VAR
+    from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
+
+    root = os.environ.get(_SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+    return str(append_to_uri_path(resolve_uri_if_local(root), "0"))
 
 
 def quote_filter_value(value: str) -> str:

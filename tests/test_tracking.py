@@ -7,6 +7,8 @@
 - parent and child runs with params, metrics and artifacts, in a `sqlite:///` store and in a
   real `mlflow server` on loopback; the numbers in MLflow equal those of the Parquet files;
   a restarted benchmark continues in the same runs;
+- a new sqlite store is a copy of a migrated template in the cache, equal through MLflow to
+  one MLflow migrates itself; a torn template is not used;
 - `compare` prints two runs side by side, a whole experiment, a filter, as table or CSV, and
   one-line errors for unknown runs and experiments.
 """
@@ -19,7 +21,9 @@ import dataclasses
 import io
 import os
 import signal
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -602,6 +606,7 @@ def test_a_new_sqlite_store_is_made_whole_or_not_at_all(tmp_path, monkeypatch):
 
     from flows.tracking import Tracker, create_sqlite_store
 
+    monkeypatch.setenv("ICONICITY_CACHE", str(tmp_path / "cache"))  # no template yet: the kill hits its migration
     path = tmp_path / "run" / "mlflow.db"
     made = MlflowClient.search_experiments
 
@@ -613,9 +618,143 @@ def test_a_new_sqlite_store_is_made_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         create_sqlite_store(path)
     assert not path.exists() and list(path.parent.iterdir()) == []  # nothing half-made, nothing left over
+    assert list((tmp_path / "cache" / "mlflow").iterdir()) == []  # nor a template
     monkeypatch.setattr(MlflowClient, "search_experiments", made)
     tracker = Tracker(f"sqlite:///{path}", "resumed")
     assert [p.name for p in path.parent.iterdir()] == ["mlflow.db"]
     run = tracker.client.create_run(tracker.experiment_id)
     # A store already there is opened as it is: the run is still in it.
     assert Tracker(f"sqlite:///{path}", "resumed").client.get_run(run.info.run_id).info.run_id == run.info.run_id
+
+
+def _schema(database: Path) -> dict:
+    """A store's schema: each object's SQL as a set of lines. MLflow's migration writes the
+    CHECK constraints of a rebuilt table in an order that changes from one migration to the
+    next, so two stores MLflow made itself differ in that order only."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    return {(kind, name, table): frozenset(line.strip().rstrip(",") for line in (sql or "").splitlines())
+            for kind, name, table, sql in rows}
+
+
+def _rows(database: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(database) as db:
+        return db.execute(query).fetchall()
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory):
+    """The template the first new store makes in an empty cache."""
+    from flows.tracking import create_sqlite_store
+
+    cache = tmp_path_factory.mktemp("iconicity-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ICONICITY_CACHE", str(cache))
+        create_sqlite_store(tmp_path_factory.mktemp("first-store") / "mlflow.db")
+    (template,) = (cache / "mlflow").iterdir()
+    return template
+
+
+@pytest.fixture
+def template_cache(sqlite_template, tmp_path, monkeypatch):
+    """A cache of this test's own holding the template; its path."""
+    folder = tmp_path / "cache" / "mlflow"
+    folder.mkdir(parents=True)
+    shutil.copyfile(sqlite_template, folder / sqlite_template.name)
+    monkeypatch.setenv("ICONICITY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("_MLFLOW_SERVER_ARTIFACT_ROOT", raising=False)
+    return folder / sqlite_template.name
+
+
+def _assert_usable(database: Path) -> None:
+    """MLflow opens the store and keeps an experiment, a run and a metric in it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{database}")
+    experiment_id = client.create_experiment(f"e-{uuid.uuid4().hex[:8]}")
+    assert experiment_id == "1"  # the first after Default, as in a store MLflow made
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "cra", 0.25)
+    assert client.get_run(run.info.run_id).data.metrics == {"cra": 0.25}
+
+
+def test_a_store_made_from_the_template_equals_one_mlflow_makes(template_cache, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import create_sqlite_store
+
+    monkeypatch.chdir(tmp_path)  # MLflow places Default's artifacts under ./mlruns of the current folder
+    before = int(time.time() * 1000)
+    path = tmp_path / "copied" / "mlflow.db"
+    create_sqlite_store(path)
+    fresh = tmp_path / "fresh" / "mlflow.db"
+    fresh.parent.mkdir()
+    MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()  # MLflow migrates a new store itself
+    after = int(time.time() * 1000)
+
+    assert [p.name for p in path.parent.iterdir()] == ["mlflow.db"]
+    assert os.stat(path).st_ino != os.stat(template_cache).st_ino  # a copy: runs never write into the template
+    assert _schema(path) == _schema(fresh)
+    assert _rows(path, "SELECT version_num FROM alembic_version") == _rows(fresh, "SELECT version_num FROM alembic_version")
+    assert _rows(path, "SELECT * FROM workspaces") == _rows(fresh, "SELECT * FROM workspaces")
+    copied, made = (MlflowClient(tracking_uri=f"sqlite:///{p}").get_experiment("0") for p in (path, fresh))
+    assert copied.artifact_location == made.artifact_location == (tmp_path / "mlruns" / "0").as_posix()
+    assert (copied.name, copied.lifecycle_stage, copied.tags) == (made.name, made.lifecycle_stage, made.tags)
+    assert before <= copied.creation_time == copied.last_update_time <= after
+    _assert_usable(path)
+    _assert_usable(fresh)
+
+
+def test_later_stores_are_copies_of_the_template_made_by_the_first(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import create_sqlite_store
+
+    monkeypatch.setenv("ICONICITY_CACHE", str(tmp_path / "cache"))
+    create_sqlite_store(tmp_path / "first" / "mlflow.db")
+    (template,) = (tmp_path / "cache" / "mlflow").iterdir()
+    made = os.stat(template)
+
+    def migrates(self, *args, **kwargs):
+        raise AssertionError("a store was migrated")
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", migrates)
+    started = int(time.time() * 1000)
+    second, third = tmp_path / "second" / "mlflow.db", tmp_path / "third" / "mlflow.db"
+    create_sqlite_store(second)
+    create_sqlite_store(third)
+    now = os.stat(template)
+    assert (now.st_ino, now.st_mtime_ns, now.st_size) == (made.st_ino, made.st_mtime_ns, made.st_size)
+    for path in (second, third):
+        # the template's very SQL, constraint order included, which no new migration repeats reliably
+        assert _rows(path, "SELECT sql FROM sqlite_master") == _rows(template, "SELECT sql FROM sqlite_master")
+        ((creation, update),) = _rows(path, "SELECT creation_time, last_update_time FROM experiments")
+        assert creation == update >= started  # Default made now, not when the template was
+    monkeypatch.undo()
+    _assert_usable(second)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another revision"])
+def test_a_torn_template_is_not_used(template_cache, tmp_path, monkeypatch, damage):
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import create_sqlite_store
+
+    monkeypatch.chdir(tmp_path)
+    if damage == "truncated":
+        with open(template_cache, "r+b") as file:
+            file.truncate(os.path.getsize(template_cache) // 2)
+    elif damage == "garbage":
+        template_cache.write_bytes(b"not a database\n" * 4096)
+    else:
+        with sqlite3.connect(template_cache) as db:
+            db.execute("UPDATE alembic_version SET version_num = '0123456789ab'")
+    path = tmp_path / "store" / "mlflow.db"
+    create_sqlite_store(path)
+    assert [p.name for p in path.parent.iterdir()] == ["mlflow.db"]
+    assert _rows(path, "PRAGMA quick_check") == [("ok",)]
+    assert _rows(path, "SELECT version_num FROM alembic_version") != [("0123456789ab",)]
+    default = MlflowClient(tracking_uri=f"sqlite:///{path}").get_experiment("0")
+    assert default.artifact_location == (tmp_path / "mlruns" / "0").as_posix()
+    _assert_usable(path)
+    assert not template_cache.exists()  # not kept for later runs: the next one makes it again
