@@ -422,8 +422,7 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 128, 
                 flags = list(row.recognized)
                 color = _RECOGNIZED_FRAME if c - 1 < len(flags) and flags[c - 1] else _OTHER_FRAME
             draw.rectangle([x, y + text_h, x + cell - 1, y + text_h + cell - 1], fill=color)
-            picture = _open(source)
-            picture.thumbnail((thumb, thumb))
+            picture = _thumbnail(source, thumb)
             sheet.paste(picture, (x + frame + (thumb - picture.width) // 2, y + text_h + frame + (thumb - picture.height) // 2))
             caption = "reference" if c == 0 else (list(row.captions)[c - 1] if c - 1 < len(row.captions) else "")
             if caption:
@@ -441,17 +440,33 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 128, 
     return path
 
 
-def _open(source: ImageSource):
+def _thumbnail(source: ImageSource, size: int):
+    """`source` scaled to fit `size` x `size`. An encoded image's thumbnail is kept: the same
+    references are in every cell's sheet."""
+    if isinstance(source, (bytes, bytearray)):
+        return _encoded_thumbnail(bytes(source), size)
+    return _scaled(source, size)
+
+
+@functools.lru_cache(maxsize=32)
+def _encoded_thumbnail(data: bytes, size: int):
+    return _scaled(data, size)
+
+
+def _scaled(source: ImageSource, size: int):
     from PIL import Image
 
     if isinstance(source, Image.Image):
         picture = source.copy()
-    elif isinstance(source, (bytes, bytearray)):
-        picture = Image.open(io.BytesIO(source))
     else:
-        picture = Image.open(source)
+        picture = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        # A JPEG decodes at the smallest power-of-two scale still at least `size` (a fraction
+        # of the time of the full picture, which a thumbnail does not need).
+        picture.draft("RGB", (size, size))
     picture.load()
-    return picture.convert("RGB")
+    picture = picture.convert("RGB")
+    picture.thumbnail((size, size))
+    return picture
 
 
 def create_sqlite_store(path: Path) -> None:

@@ -20,8 +20,8 @@ import csv
 import dataclasses
 import io
 import os
-import signal
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -513,6 +513,27 @@ def test_contact_sheet_lays_out_reference_and_generated_images(tmp_path):
     assert ((pixels == [30, 160, 60]).all(axis=-1)).any() and ((pixels == [40, 90, 200]).all(axis=-1)).any()
     with pytest.raises(ValueError, match="at least one row"):
         contact_sheet([], tmp_path / "none.png")
+
+
+def test_a_jpeg_reference_is_thumbnailed_from_a_reduced_decode_once_for_every_sheet(tmp_path):
+    """Sheets draw a reference's JPEG from a reduced-scale decode (draft) and reuse its
+    thumbnail: the picture matches a thumbnail of the full decode, and a second sheet with
+    the same reference decodes nothing again."""
+    from flows.tracking import SheetRow, _encoded_thumbnail, contact_sheet
+
+    gradient = np.linspace(0, 255, 1200 * 900 * 3).reshape(900, 1200, 3).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gradient).save(buffer, format="JPEG", quality=95)
+    jpeg = buffer.getvalue()
+    full = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    full.thumbnail((96, 96))
+    _encoded_thumbnail.cache_clear()
+    for name in ("a.png", "b.png"):
+        contact_sheet([SheetRow("one", jpeg, [png_of(1)])], tmp_path / name, thumb=96)
+    assert _encoded_thumbnail.cache_info()[:2] == (2, 2)  # (hits, misses): each image decoded once
+    drawn = _encoded_thumbnail(jpeg, 96)
+    assert drawn.size == full.size == (96, 72)
+    assert np.abs(np.asarray(drawn, dtype=float) - np.asarray(full, dtype=float)).mean() < 2.0
 
 
 # -- compare ---------------------------------------------------------------------------------
