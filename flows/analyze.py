@@ -29,7 +29,7 @@ from flows.spec import AUTO_ENCODER, BenchmarkSpec
 
 if TYPE_CHECKING:  # the scorer's modules load torch: imported where used
     from services.scorer.encoders import Encoder, Thresholds
-    from services.scorer.references import Reference
+    from services.scorer.references import CatalogEntry
 
 log = logging.getLogger("iconicity.flows")
 
@@ -53,12 +53,49 @@ def _encoder_names(spec: BenchmarkSpec) -> tuple[str, str]:
             realization if spec.encoders.realization == AUTO_ENCODER else spec.encoders.realization)
 
 
-def _run_references(folder: Path, references_dir: Path) -> list[Any]:
-    """The benchmark's works (references.json of the run) as the scorer loads them."""
+def _run_references(folder: Path, references_dir: Path) -> list[CatalogEntry]:
+    """The benchmark's works (references.json of the run) in the references folder's catalog,
+    not loaded: `entry.load()` decodes their images."""
     from services.scorer.references import load_catalog
 
     wanted = {r["id"] for r in json.loads((folder / "references.json").read_text())}
-    return [entry.load() for entry in load_catalog(references_dir) if wanted & {entry.qid, entry.slug}]
+    return [entry for entry in load_catalog(references_dir) if wanted & {entry.qid, entry.slug}]
+
+
+@dataclass(frozen=True)
+class _StoredImage:
+    """An image as `validation_key` reads it: the sha256 of its file's bytes, which is the
+    `content_hash` that decoding it would give (`services.common.images.decode_image`)."""
+
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class _StoredReference:
+    """A work as `validation_key` reads it (its id and its images' content hashes, in the
+    order `CatalogEntry.load` gives them), from the files without decoding them."""
+
+    reference_id: str
+    images: tuple[_StoredImage, ...]
+
+
+def _stored_reference(entry: CatalogEntry) -> _StoredReference:
+    """What `entry.load()` would give the key, read from the image files' bytes. A work whose
+    images are not all there is loaded, for the error that loading it raises."""
+    from services.common.images import content_hash
+    from services.scorer.references import image_files
+
+    try:
+        files = ([entry.folder / name for name in entry.image_names] if entry.image_names
+                 else image_files(entry.folder))
+        images = tuple(_StoredImage(content_hash(path.read_bytes())) for path in files)
+    except OSError:
+        images = ()
+    if not images:
+        loaded = entry.load()  # raises what the scorer would say (no such folder or file, no images)
+        return _StoredReference(loaded.reference_id, tuple(_StoredImage(i.content_hash) for i in loaded.images))
+    # CatalogEntry.load names a work by its slug (load_reference_folder: else by its folder).
+    return _StoredReference(entry.slug if entry.image_names else (entry.slug or entry.folder.name), images)
 
 
 def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str | Path | None = None,
@@ -77,9 +114,9 @@ def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str 
     source = Path(references_dir) if references_dir else folder / "catalog"
     if not source.is_dir():
         return None, f"no reference images here ({source}): pass the references folder"
-    references = _run_references(folder, source)
-    if len(references) < 2:
-        return None, f"validation needs at least two works with images, {source} has {len(references)} of the benchmark's"
+    works = _run_references(folder, source)
+    if len(works) < 2:
+        return None, f"validation needs at least two works with images, {source} has {len(works)} of the benchmark's"
     names = _encoder_names(spec)
     try:
         loaded = {name: load_encoder(name, weights=weights_folder(name, None)) for name in dict.fromkeys(names)}
@@ -87,7 +124,7 @@ def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str 
         return None, f"encoder not available here: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
     recognition, realization = loaded[names[0]], loaded[names[1]]
     store = _cache_root(cache_dir) / VALIDATION_CACHE if cache else None
-    data = _validation(recognition, realization, references, _thresholds(spec, recognition, realization), seed, source, store)
+    data = _validation(recognition, realization, works, _thresholds(spec, recognition, realization), seed, source, store)
     (folder / VALIDATION_FILE).write_text(json.dumps(data, indent=1))
     return data, None
 
@@ -109,17 +146,23 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else cache_root()
 
 
-def _validation(recognition: Encoder, realization: Encoder, references: list[Reference], thresholds: Thresholds,
+def _validation(recognition: Encoder, realization: Encoder, entries: list[CatalogEntry], thresholds: Thresholds,
                 seed: int, source: Path, store: Path | None) -> dict[str, Any]:
-    """`validate(...).to_json()`, read from `store/<key>.json` where it is there and stored
-    there otherwise (`store` None: neither)."""
+    """`validate(...).to_json()` of the works of `entries`, read from `store/<key>.json` where
+    it is there and stored there otherwise (`store` None: neither). The key is computed from
+    the image files' bytes (the same key as from the decoded works: their content hashes are
+    those bytes' sha256), so that reusing a validation decodes no image."""
     from services.scorer.validation import validate, validation_key
 
-    key = validation_key(recognition, realization, references, thresholds, seed=seed)
+    key = validation_key(recognition, realization, [_stored_reference(e) for e in entries], thresholds, seed=seed)
     path = store / f"{key}.json" if store is not None else None
     data = _read_cached(path, key) if path is not None else None
     hit = data is not None
     if data is None:
+        references = [entry.load() for entry in entries]
+        # The key of what was decoded, in case a file changed since it was hashed.
+        key = validation_key(recognition, realization, references, thresholds, seed=seed)
+        path = store / f"{key}.json" if store is not None else None
         # As stored (JSON types), so that a computed and a reused validation are equal.
         data = json.loads(json.dumps(validate(recognition, realization, references, thresholds=thresholds, seed=seed,
                                               source=str(source)).to_json()))

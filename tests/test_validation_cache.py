@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from shared_data import references_root
 
-from flows.analyze import VALIDATION_CACHE, VALIDATION_FILE, _read_cached, validation_for
+from flows.analyze import VALIDATION_CACHE, VALIDATION_FILE, _read_cached, _stored_reference, validation_for
 from flows.spec import load_benchmark
 from services.scorer import validation
 from services.scorer.encoders.classical import load_classical_encoder
@@ -108,6 +108,46 @@ def test_the_same_images_in_another_results_folder_are_the_same_validation(compu
     assert again["provenance"]["references"]["source"] == str(references)
     assert without_cache(again) == {**without_cache(data), "provenance": again["provenance"]}
     assert {**again["provenance"], "references": {}} == {**data["provenance"], "references": {}}
+
+
+def test_a_reused_validation_decodes_no_image(computed, monkeypatch, validations):
+    """The key is computed from the image files' bytes; it is the key of the decoded works
+    (under which `computed` stored its validation), so the cache is found without decoding."""
+    from services.scorer import references as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a reference image was decoded")
+
+    data, run, references, cache = computed
+    monkeypatch.setattr(loading, "decode_image", refuse)
+    again, _ = validation_for(run, classical_spec(), references, cache_dir=cache)
+    assert validations == [] and again["cache"] == {**data["cache"], "hit": True}
+
+
+@pytest.mark.parametrize("layout", ["catalog.json", "a folder per work"])
+def test_the_key_from_the_files_is_the_key_of_the_decoded_works(tmp_path, layout):
+    _, references = results_folder(tmp_path)
+    if layout == "a folder per work":  # no catalog.json: every image of each folder, in natural order
+        (references / "catalog.json").unlink()
+    entries = validation.load_catalog(references)
+    assert len(entries) == len(WORKS)
+    stored, decoded = [_stored_reference(e) for e in entries], [e.load() for e in entries]
+    assert ([(r.reference_id, [i.content_hash for i in r.images]) for r in stored]
+            == [(r.reference_id, [i.content_hash for i in r.images]) for r in decoded])
+    encoder = load_classical_encoder()
+    assert (validation.validation_key(encoder, encoder, stored, encoder.thresholds)
+            == validation.validation_key(encoder, encoder, decoded, encoder.thresholds))
+
+
+def test_a_work_whose_images_are_missing_is_the_error_loading_it_gives(tmp_path):
+    _, references = results_folder(tmp_path, copy=True)
+    work = json.loads((references / "catalog.json").read_text())[0]
+    (references / work["slug"] / work["images"][-1]).unlink()
+    entry = next(e for e in validation.load_catalog(references) if e.slug == work["slug"])
+    with pytest.raises(FileNotFoundError):
+        entry.load()
+    with pytest.raises(FileNotFoundError):
+        _stored_reference(entry)
 
 
 @pytest.mark.parametrize("change", ["seed", "threshold"])
