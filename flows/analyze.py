@@ -191,7 +191,7 @@ def _read_cached(path: Path, key: str) -> dict[str, Any] | None:
 def _write_cached(path: Path, key: str, data: dict[str, Any]) -> None:
     """Stores `{"key", "validation"}` atomically; a cache that cannot be written is not an
     error: the validation is there, only not kept."""
-    from flows.store import write_atomically
+    from services.common.files import write_atomically
 
     try:
         write_atomically(path, json.dumps({"key": key, "validation": data}).encode())

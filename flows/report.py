@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.files import write_atomically
+
 SECTIONS = ("summary", "map", "bars", "perturbations", "correlates", "validation", "contact-sheets", "provenance")
 METRICS = ("cra", "vr", "vi", "crt")
 IMAGERIES = ("static", "dynamic", "all")
@@ -993,10 +995,7 @@ def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None
             path = Path.cwd() / f"report-{results.parent_run_id}.html"
         else:
             path = results.folder / "report.html"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, text.encode("utf-8"))
         if log_to_mlflow:
             log_report(path, results.parent_run_id, tracking_uri or results.tracking_uri)
         return path

@@ -23,12 +23,10 @@ reference over its n images); `cell_metrics` reduces the latter to the run's met
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -39,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from flows.spec import canonical_json
+from services.common.files import write_atomically
 
 # Part of every key: bump it when what a key covers changes, and old results stop matching.
 KEY_VERSION = 1
@@ -344,22 +343,6 @@ def _score(data: str) -> ScoreRecord:
     values["reuse_map"] = tuple(values["reuse_map"])
     known = {f.name for f in fields(ScoreRecord)}
     return ScoreRecord(**{k: v for k, v in values.items() if k in known})
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """`data` at `path` by a temporary file renamed over it: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # -- result files ------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -427,17 +426,11 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 128, 
             caption = "reference" if c == 0 else (list(row.captions)[c - 1] if c - 1 < len(row.captions) else "")
             if caption:
                 draw.text((x, y + text_h + cell + 1), caption[:24], fill=(60, 60, 60))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return path
+    from services.common.files import write_atomically
+
+    encoded = io.BytesIO()
+    sheet.save(encoded, format="PNG")
+    return write_atomically(path, encoded.getvalue())
 
 
 def _thumbnail(source: ImageSource, size: int):

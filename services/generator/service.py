@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -44,6 +43,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from services.common.files import write_atomically
 from services.common.images import content_hash
 from services.generator.client import (
     ImageRequest,
@@ -398,11 +398,11 @@ class ArtifactStore:
         sha = content_hash(data)
         path = self.path(sha, suffix)
         if not path.exists():
-            _write_atomic(path, data)
+            write_atomically(path, data)
         if sidecar is not None:
             meta = self.path(sha, ".json")
             if not meta.exists():
-                _write_atomic(meta, (json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+                write_atomically(meta, (json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
         return path.as_uri()
 
     def read(self, uri: str) -> bytes:
@@ -424,19 +424,6 @@ def store_root(location: str | os.PathLike[str]) -> Path:
             raise ValueError(f"artifact store {text!r}: a file:// URI must name a local path (file:///path)")
         text = unquote(parsed.path)
     return Path(text).expanduser().resolve()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- the generator -------------------------------------------------------------------------------

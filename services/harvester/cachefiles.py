@@ -8,9 +8,9 @@ the value uncached, never the harvest failed.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from services.common import files
 
 
 def cache_folder(name: str) -> Path:
@@ -39,21 +39,10 @@ def read_cached(path: Path) -> bytes | None:
 
 
 def write_atomically(path: Path, body: bytes) -> bool:
-    """Writes `body` to `path` by renaming a complete temporary file over it, so that a
-    concurrent reader sees the old file or the new one, never half of one. Returns False,
-    leaving nothing behind, when the folder cannot be written (read-only, full)."""
+    """`body` at `path`, whole or not at all (`services.common.files.write_atomically`);
+    False, leaving nothing behind, when the folder cannot be written (read-only, full)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        files.write_atomically(path, body)
     except OSError:
         return False
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(body)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            return False
-        raise
     return True

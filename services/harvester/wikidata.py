@@ -28,7 +28,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -39,6 +38,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from services.common.files import write_atomically
 
 from .records import KINDS, MOVING, STILL, ReferenceRecord, is_qid, parse_year, slugify
 
@@ -565,15 +566,7 @@ class SparqlClient:
         path = self._cache_path(text)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(body)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(path, body)
 
 
 def _parse_sparql_json(body: bytes, endpoint: str) -> dict[str, Any]:
