@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-from scipy.stats import t as student_t
+from scipy.special import stdtr
 
-from services.scorer.aggregation import bootstrap_mean_interval
+from services.scorer.aggregation import average_ranks, bootstrap_mean_interval
 
 BASELINE = "original"
 IMAGERY_GROUPS = ("all", "static", "dynamic")
@@ -278,7 +277,7 @@ def _constant(values: np.ndarray) -> bool:
 def _rank_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row pair of (r, n) arrays: Pearson's r of average ranks; NaN
     where a row is constant."""
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx, ry = average_ranks(x), average_ranks(y)
     rx -= rx.mean(axis=1, keepdims=True)
     ry -= ry.mean(axis=1, keepdims=True)
     spread = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
@@ -306,7 +305,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, floa
     if abs(rho) == 1.0:
         return rho, 0.0
     t = rho * math.sqrt(dof / ((1.0 + rho) * (1.0 - rho)))
-    return rho, float(2.0 * student_t.sf(abs(t), dof))
+    return rho, float(2.0 * stdtr(dof, -abs(t)))  # Student's t survival function at |t|, both tails
 
 
 def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, resamples: int = 10_000,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,3 +422,27 @@ def test_load_run_rows_reads_a_results_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no cell completed"):
         analysis.load_run_rows(tmp_path / "empty")
+
+
+def test_average_ranks_are_scipys_rankdata_on_ties_and_rows():
+    from services.scorer.aggregation import average_ranks
+
+    rng = np.random.default_rng(7)
+    for shape in [(1,), (9,), (200, 6), (40, 767)]:
+        tied = rng.integers(0, 4, size=shape).astype(float)
+        spread = rng.normal(size=shape)
+        for values in (tied, spread, -tied):
+            np.testing.assert_array_equal(average_ranks(values), stats.rankdata(values, axis=-1))
+
+
+def test_the_analysis_and_a_reused_validation_do_not_import_scipy_stats():
+    """scipy.stats takes about a second to import; the analysis needs only ranks and Student's
+    t, and a reused validation no statistic at all."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.analysis, flows.analyze, services.scorer.validation, services.scorer.calibration; "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "False"

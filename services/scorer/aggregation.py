@@ -14,6 +14,30 @@ class CrtVariant(str, Enum):
     ALL_IMAGES = "all_images"
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, tied values sharing the mean of their ranks (the
+    "average" ranks of Spearman's rho and Mann-Whitney's U; scipy.stats.rankdata's default,
+    without importing scipy.stats, a second of CPU).
+
+    >>> average_ranks(np.array([10.0, 30.0, 30.0, 20.0])).tolist()
+    [1.0, 3.5, 3.5, 2.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    position = np.arange(n)
+    starts = np.ones(ordered.shape, dtype=bool)  # where a run of equal values starts
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(ordered.shape, dtype=bool)  # where one ends
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty(ordered.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    return ranks
+
+
 def crt(recognized_flags: np.ndarray, vi: np.ndarray, variant: CrtVariant = CrtVariant.RECOGNIZED_IMAGES) -> float:
     """CRT = CRA x mean VI, the mean over recognized images (0 when none) or over all images.
 

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from scipy.special import ndtr
-from scipy.stats import rankdata
 
 from services.scorer import edits
+from services.scorer.aggregation import average_ranks
 from services.scorer.crops import GRID, grid_crops
 from services.scorer.encoders import Encoder, Thresholds, embed
 from services.scorer.realization import crop_similarity
@@ -163,7 +163,7 @@ def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     >>> roc_auc(np.array([0.9, 0.5]), np.array([0.5, 0.1]))
     0.875
     """
-    ranks = rankdata(np.concatenate([positives, negatives]))
+    ranks = average_ranks(np.concatenate([positives, negatives]))
     n_pos, n_neg = len(positives), len(negatives)
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

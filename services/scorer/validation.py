@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy.stats import spearmanr
 
 from services.common.images import DecodedImage, InvalidImage, decode_image
 from services.scorer import baselines, edits
@@ -466,6 +465,8 @@ def partial_reuse(scores: PairScores) -> tuple[list[dict[str, Any]], dict[str, f
     error = round(float(np.abs(vr - ks / CELLS).mean()), 6) if ks.size else None
     rho = None
     if ks.size > 1 and np.ptp(ks) > 0 and np.ptp(vr) > 0:
+        from scipy.stats import spearmanr  # here: a reused validation never computes it (importing takes ~1 s)
+
         rho = round(float(spearmanr(ks, vr).statistic), 6)
     return rows, {"mean_abs_error": error, "spearman": rho}
 
