@@ -484,3 +484,15 @@ def test_the_report_says_whether_the_validation_was_reused(run_folder):
     assert "reused from an earlier run with the same provenance (key 0123456789ab)" in sections[True]
     assert "computed for this run (key 0123456789ab)" in sections[False]
     assert "reused" not in sections[None] and "computed for this run" not in sections[None]
+
+
+def test_the_report_draws_without_loading_torch():
+    """`iconicity report` needs crop grids, not tensors: importing torch cost it ~3 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from PIL import Image; from flows.report import tinted_thumbnail; "
+            "tinted_thumbnail(Image.new('RGB', (64, 48)), [True] * 16); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "False"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotations: the report draws grids without loading torch
+    import torch
 
 GRID = (4, 4)
 
