@@ -141,7 +141,7 @@ def _thresholds(spec: BenchmarkSpec, recognition: Encoder, realization: Encoder)
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    from services.scorer.cache import cache_root
+    from services.common.files import cache_root
 
     return Path(cache_dir) if cache_dir is not None else cache_root()
 

@@ -33,7 +33,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,21 +471,21 @@ def create_sqlite_store(path: Path) -> None:
     that compete with the generation being measured, so the store is a copy of a migrated
     template kept in the cache (`_sqlite_template`), made directly when the template fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return
-    temporary = _temporary_name(path)
+    if not path.exists():
+        _made_whole(path, lambda temporary: _copy_sqlite_template(temporary) or _migrate_sqlite_store(temporary))
+
+
+def _made_whole(path: Path, make: Callable[[Path], Any]) -> None:
+    """`make` fills a temporary name beside `path`, which is then linked into place unless
+    another process put a file there meanwhile (theirs is kept)."""
+    # A name of its own each time: MLflow keeps a store per URI for the life of the process.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        if not _copy_sqlite_template(temporary):
-            _migrate_sqlite_store(temporary)
+        make(temporary)
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _temporary_name(path: Path) -> Path:
-    # A name of its own each time: MLflow keeps a store per URI for the life of the process.
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def _migrate_sqlite_store(database: Path) -> None:
@@ -513,19 +513,13 @@ def _sqlite_template() -> Path:
     store) if missing."""
     import mlflow
 
-    from services.scorer.cache import cache_root
+    from services.common.files import cache_root
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"store-{mlflow.__version__}-{_schema_revision()}.db")
     template = cache_root() / "mlflow" / name
     if not template.exists():
         template.parent.mkdir(parents=True, exist_ok=True)
-        temporary = _temporary_name(template)
-        try:
-            _migrate_sqlite_store(temporary)
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, template)
-        finally:
-            temporary.unlink(missing_ok=True)
+        _made_whole(template, _migrate_sqlite_store)
     return template
 
 

@@ -8,6 +8,12 @@ import tempfile
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """Where iconicity keeps what it computes once (embeddings, validations, the MLflow store
+    template, the harvester's indexes): $ICONICITY_CACHE, else ~/.cache/iconicity."""
+    return Path(os.environ.get("ICONICITY_CACHE", Path.home() / ".cache" / "iconicity"))
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     """`data` at `path` (its folder made if missing) by a temporary file in the same folder
     renamed over it: a reader, or a process killed meanwhile, never sees half a file, only
@@ -33,4 +39,4 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-__all__ = ["write_atomically"]
+__all__ = ["cache_root", "write_atomically"]

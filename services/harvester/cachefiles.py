@@ -15,9 +15,7 @@ from services.common import files
 
 def cache_folder(name: str) -> Path:
     """`name` under the project's cache folder ($ICONICITY_CACHE, else ~/.cache/iconicity)."""
-    from services.scorer.cache import cache_root
-
-    return cache_root() / name
+    return files.cache_root() / name
 
 
 def digest(*parts: bytes | str | int) -> str:

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cache_root() -> Path:
-    """Where iconicity keeps what it computes once: $ICONICITY_CACHE, else ~/.cache/iconicity."""
-    return Path(os.environ.get("ICONICITY_CACHE", Path.home() / ".cache" / "iconicity"))
+from services.common.files import cache_root
 
 
 def default_cache_dir() -> Path:
