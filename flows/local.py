@@ -14,12 +14,15 @@ reverse order on exit, also when the block (or a later start) fails.
   built once under `$ICONICITY_MODELS` or `~/.cache/iconicity/models`); a model whose weights
   are not here (not a tiny pipeline, not a folder, not in the Hugging Face cache) is left out
   and listed in `Addresses.unavailable_models`: its cells fail, the rest of the matrix runs.
+  Triton loads the models one after another, in the spec's order (`TritonServer.load_in_order`),
+  and the services are up once its server is: the first model's cells start while the next
+  model loads, and a model that cannot load fails only its own cells.
 - generator: in front of that Triton (or of the spec's `triton` address), knowing the spec's
-  model configurations.
+  model configurations; a request for a model still loading waits for it.
 - scorer: over the harvested catalog folder, with the spec's encoders and a disk embedding
   cache in `OUT/embedding-cache`.
 - MLflow: `--tracking-uri`, else the spec's `mlflow.tracking_uri`, else
-  `sqlite:///OUT/mlflow.db`.
+  `sqlite:///OUT/mlflow.db`; a new sqlite store is made while Triton starts.
 
 The Prefect API is not one of these: `iconicity run` uses the one `PREFECT_API_URL` (or the
 active Prefect profile) names, else starts a temporary one (`flows.prefect_api`).
@@ -211,17 +214,27 @@ class LocalServices:
             scorer = f"{LOOPBACK}:{port}"
             started.append("scorer")
 
+        tracking_uri = tracking_uri_for(spec, self.out_dir, self.tracking_uri)
+        if tracking_uri.startswith("sqlite:///"):
+            # Importing MLflow and making its store take seconds of CPU, spent here while
+            # Triton starts rather than in the flow.
+            from flows.tracking import create_sqlite_store
+
+            create_sqlite_store(Path(tracking_uri[len("sqlite:///"):]))
+
         triton_url: str | None = None if services.is_local("triton") else services.triton
         unavailable: dict[str, str] = {}
+        loading: dict[str, Future] = {}
         generator = services.generator
         if services.is_local("generator"):
             if triton_start is not None:
-                self.triton, triton_url, unavailable = triton_start.result()
+                self.triton, unavailable, loading = triton_start.result()
+                triton_url = self.triton.grpc_url
                 started.append("triton")
             from services.generator.server import create_generator_server
 
             server, port, servicer = create_generator_server(f"{LOOPBACK}:0", triton_url=triton_url,
-                                                             models={c.name: c for c in configs})
+                                                             models={c.name: c for c in configs}, loading=loading)
             stack.callback(servicer.generator.close)
             self._serve(stack, server, "generator")
             self.generator_servicer = servicer
@@ -233,7 +246,7 @@ class LocalServices:
 
         return Addresses(
             harvester=harvester, generator=generator, scorer=scorer, triton=triton_url,
-            tracking_uri=tracking_uri_for(spec, self.out_dir, self.tracking_uri), started=tuple(started),
+            tracking_uri=tracking_uri, started=tuple(started),
             catalog_dir=str(catalog_dir) if catalog_dir else None, images_dir=str(images) if images else None,
             unavailable_models=unavailable,
         )
@@ -246,19 +259,22 @@ class LocalServices:
         log.info("started %s", name)
 
     def _start_triton_in_background(self, stack: contextlib.ExitStack, configs: list[Any]) -> Future:
-        """Launches Triton now and waits for its models on a thread; the stack stops it,
-        also when something else fails first. Registered before the other services, so
-        Triton stops after the generator that uses it."""
-        server, unavailable = self._launch_triton(configs)
+        """Launches Triton now, loading its models one after another, and waits on a thread
+        for the server (not its models) to be up: the future's result is the server, the
+        models it cannot serve here (with why) and each served model's loading future. The
+        stack stops it, also when something else fails first. Registered before the other
+        services, so Triton stops after the generator that uses it."""
+        server, unavailable = self._triton_server(configs)
         stack.callback(server.close)
+        loading = server.load_in_order()
         pool = ThreadPoolExecutor(1, thread_name_prefix="triton-start")
-        future = pool.submit(lambda: (server.wait_ready(), server.grpc_url, unavailable))
+        future = pool.submit(lambda: (server.wait_up(), unavailable, loading))
         pool.shutdown(wait=False)
         return future
 
-    def _launch_triton(self, configs: list[Any]) -> tuple[Any, dict[str, str]]:
-        """Builds the model repository and launches Triton on it; returns the server and
-        the models it cannot serve here (with why)."""
+    def _triton_server(self, configs: list[Any]) -> tuple[Any, dict[str, str]]:
+        """Builds the model repository for Triton; returns the server (not launched) and the
+        models it cannot serve here (with why)."""
         from services.generator.triton_server import TritonServer, build_model_repository
 
         servable, unavailable = servable_models(configs)
@@ -270,7 +286,7 @@ class LocalServices:
         server = TritonServer(repository, [c.name for c in servable], workdir=root / "work",
                               startup_timeout=self.triton_startup_timeout,
                               env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        return server.launch(), unavailable
+        return server, unavailable
 
 
 @contextlib.contextmanager

@@ -277,6 +277,54 @@ def test_uri_delivery_without_a_store_is_a_failed_precondition(triton):
         servicer.generator.close()
 
 
+def test_requests_for_a_model_still_loading_wait_for_it_or_say_why_it_did_not_load(triton):
+    """`loading` (what `TritonServer.load_in_order` returns): a request waits for its model's
+    load, within its deadline, and a model that could not load is NOT_FOUND with the cause;
+    a caller that gives up does not call the load off for the others."""
+    from concurrent.futures import Future
+
+    from services.generator.triton_server import TritonStartError
+
+    loading = {name: Future() for name in ("tiny-sd", "tiny-flux", "slow")}
+    for future in loading.values():
+        future.set_running_or_notify_cancel()
+    slow = {**get_model("tiny-sd").to_dict(), "name": "slow"}
+    from services.generator.models import ModelConfig
+
+    models = {"tiny-sd": get_model("tiny-sd"), "tiny-flux": get_model("tiny-flux"), "slow": ModelConfig.from_dict(slow)}
+    server, port, servicer = create_generator_server("127.0.0.1:0", triton_url=triton.grpc_url, models=models,
+                                                     loading=loading)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            waiting: dict[str, object] = {}
+            caller = threading.Thread(target=lambda: waiting.update(images=generate(stub, model="tiny-sd", prompt="x",
+                                                                                     n_images=2)))
+            caller.start()
+            time.sleep(1.0)
+            assert caller.is_alive() and "images" not in waiting  # held until the load is done
+            loading["tiny-sd"].set_result("tiny-sd")
+            caller.join(CALL_TIMEOUT)
+            assert len(waiting["images"]) == 2
+
+            loading["tiny-flux"].set_exception(TritonStartError(
+                "model 'tiny-flux' did not load: out of memory; log tail:\nI1129 many lines"))
+            with pytest.raises(grpc.RpcError) as failed:
+                generate(stub, model="tiny-flux", prompt="x")
+            assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+            assert failed.value.details() == ("Triton could not load model 'tiny-flux': "
+                                              "model 'tiny-flux' did not load: out of memory")
+
+            with pytest.raises(grpc.RpcError) as late:
+                generate(stub, timeout=1.0, model="slow", prompt="x")
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert not loading["slow"].done()  # still loading for whoever asks next
+    finally:
+        shutdown(server, grace=0)
+        servicer.generator.close()
+
+
 def test_plan_checks_without_triton():
     config = get_model("tiny-sd")
     with pytest.raises(InvalidRequest, match=r"give either seeds or base_seed"):

@@ -27,6 +27,7 @@ from services.generator.triton_server import (  # noqa: E402
     TritonServer,
     TritonStartError,
     build_model_repository,
+    cpu_threads_per_instance,
     model_config_pbtxt,
 )
 
@@ -211,6 +212,29 @@ def test_config_pbtxt_escapes_and_makes_inputs_per_request():
         model_config_pbtxt(config, config.pipeline, instance_kind="KIND_TPU")
 
 
+def _cpu_threads_parameter(repository: Path, model: str) -> str:
+    text = (repository / model / "config.pbtxt").read_text()
+    return re.search(r'key: "cpu_threads", value: \{ string_value: "(\d+)" \}', text).group(1)
+
+
+def test_cpu_instances_share_the_usable_cpus_and_gpu_instances_keep_torchs_default(tmp_path, monkeypatch):
+    import services.generator.triton_server as triton_server
+
+    monkeypatch.setattr(triton_server, "usable_cpus", lambda: 8)
+    models = [ModelConfig.from_dict({"name": name, "pipeline": str(tmp_path / name)}) for name in ("a", "b", "c")]
+    cpu = build_model_repository(models, tmp_path / "cpu", instance_kind="KIND_CPU")
+    assert [_cpu_threads_parameter(cpu, m.name) for m in models] == ["2", "2", "2"]  # 8 // 3
+    two_each = build_model_repository(models[:2], tmp_path / "two", instance_kind="KIND_CPU", instance_count=2)
+    assert _cpu_threads_parameter(two_each, "a") == "2"  # 8 // (2 models x 2 instances)
+    gpu = build_model_repository(models, tmp_path / "gpu", instance_kind="KIND_GPU")
+    assert _cpu_threads_parameter(gpu, "a") == "0"
+    fixed = build_model_repository(models, tmp_path / "fixed", instance_kind="KIND_CPU", cpu_threads=3)
+    assert _cpu_threads_parameter(fixed, "c") == "3"
+    assert cpu_threads_per_instance(16, cpus=2) == 1
+    with pytest.raises(ValueError, match="cpu_threads must be >= 0"):
+        build_model_repository(models, tmp_path / "bad", instance_kind="KIND_CPU", cpu_threads=-1)
+
+
 def test_tiny_pipeline_is_built_once(models_root):
     path = ensure_tiny_pipeline("tiny-flux", models_root)
     stamp = (path / "model_index.json").stat().st_mtime_ns
@@ -325,6 +349,15 @@ def test_server_metadata_matches_the_contract(client):
         assert config["max_batch_size"] == 16 and "dynamic_batching" in config
 
 
+def test_each_cpu_model_runs_on_its_share_of_the_cpus(server):
+    """The stubs report the thread count torch runs with once their pipeline is loaded:
+    both models share the usable CPUs instead of each taking a thread per core."""
+    log = server.log_path.read_text(errors="replace")
+    share = cpu_threads_per_instance(len(MODELS))
+    for model in MODELS:
+        assert f'"{model}: ready on cpu with {share} torch threads"' in log
+
+
 def test_restart_keeps_the_address_and_serves_again(server):
     """Last of the server tests: it restarts the module's server."""
     url, pid = server.grpc_url, server.pid
@@ -345,6 +378,37 @@ def test_unknown_model_fails_before_starting(tmp_path):
         TritonServer(tmp_path, ["tiny-nope"]).start()
     with pytest.raises(TritonStartError, match="no models to serve"):
         TritonServer(tmp_path).start()
+
+
+def test_models_load_one_after_another_and_one_that_cannot_fails_alone(tmp_path, models_root):
+    """`load_in_order`: the server starts with no model, tiny-sd loads (and serves) before
+    the next load begins, and a model that cannot load fails its own future with the cause
+    from the log; the server goes on serving tiny-sd."""
+    broken = ModelConfig.from_dict({"name": "broken", "pipeline": str(tmp_path / "no-such-pipeline"),
+                                    "pipeline_class": "StableDiffusionPipeline", "dtype": "float32"})
+    repository = build_model_repository([get_model("tiny-sd"), broken], tmp_path / "repository",
+                                        models_root=models_root, instance_kind="KIND_CPU")
+    server = TritonServer(repository, ["tiny-sd", "broken"], env={"HF_HUB_OFFLINE": "1"}, startup_timeout=240)
+    try:
+        loading = server.load_in_order()
+        assert list(loading) == ["tiny-sd", "broken"]
+        assert loading["tiny-sd"].result(240) == "tiny-sd"
+        with pytest.raises(TritonStartError) as caught:
+            loading["broken"].result(240)
+        summary = str(caught.value).partition("; log tail:")[0]
+        assert summary.startswith("model 'broken' did not load: "), summary
+        assert re.search(r"failed to load 'broken' version 1: .*no-such-pipeline\S* is neither a valid local path",
+                         summary), summary
+        assert server.is_alive()
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            assert infer(client, "tiny-sd", [settings("tiny-sd")])["IMAGE"].shape == (1, 64, 64, 3)
+        finally:
+            client.close()
+        log = server.log_path.read_text(errors="replace")
+        assert log.index("successfully loaded 'tiny-sd'") < log.index("loading: broken:1")
+    finally:
+        server.close()
 
 
 def test_a_model_that_cannot_load_gives_a_clear_error(tmp_path):

@@ -163,8 +163,14 @@ class Generator:
 
     @classmethod
     def load(cls, config: ModelConfig, device: str = "auto", models_root: str | Path | None = None,
-             generator_device: str = "cpu") -> Generator:
+             generator_device: str = "cpu", cpu_threads: int | None = None) -> Generator:
+        """`cpu_threads`: torch's thread count for this process where the pipeline runs on
+        the CPU (None: torch's default, a thread per core)."""
         device = resolve_device(device)
+        if cpu_threads is not None and device == "cpu":
+            import torch
+
+            torch.set_num_threads(cpu_threads)
         return cls(config, load_pipeline(config, device, models_root), device, generator_device)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | Exception]:

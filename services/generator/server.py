@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import Future
 
 import grpc
 from iconicity.v1 import generator_pb2_grpc
@@ -34,6 +35,7 @@ def create_generator_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_workers: int = DEFAULT_MAX_WORKERS,
     credentials: grpc.ServerCredentials | None = None,
+    loading: Mapping[str, Future] | None = None,
 ) -> tuple[grpc.Server, int, GeneratorServicer]:
     """A generator server bound to `address` (not started), its port, and its servicer.
 
@@ -41,10 +43,11 @@ def create_generator_server(
     answer UNAVAILABLE until it is, and the server reconnects by itself). `models` defaults
     to the registry. `max_images` caps the images of one call; `max_in_flight` the Triton
     requests in flight over all calls. `artifacts` (a folder or file:// URI) is the store
-    IMAGE_DELIVERY_URI writes to. Close `servicer.generator` after the server stops."""
+    IMAGE_DELIVERY_URI writes to. `loading`: the models Triton is still loading, with their
+    futures (`Generator`). Close `servicer.generator` after the server stops."""
     store = ArtifactStore(artifacts) if artifacts is not None else None
     client = TritonClient(triton_url, max_in_flight=max_in_flight, request_timeout_s=request_timeout_s, retry=retry)
-    generator = Generator(client, models=models, max_images=max_images, store=store)
+    generator = Generator(client, models=models, max_images=max_images, store=store, loading=loading)
     servicer = GeneratorServicer(generator)
 
     def add_servicers(server: grpc.Server) -> list[str]:

@@ -50,6 +50,7 @@ from services.generator.client import (
     ImageResult,
     ServedModel,
     TritonClient,
+    TritonDeadlineExceeded,
     TritonError,
     TritonModelNotServed,
     TritonUnavailable,
@@ -434,7 +435,11 @@ class Generator:
 
     Its coroutines run on one event loop, its own, in a background thread (the Triton client
     is bound to one loop); `stream` and `list_models` are the blocking, thread-safe entry
-    points for the servicer's worker threads. Close it when done."""
+    points for the servicer's worker threads. Close it when done.
+
+    `loading` names the models Triton is still loading, each with a future that is done once
+    the model serves (`TritonServer.load_in_order`): a request for one waits for it, within
+    its deadline, and fails with `TritonModelNotServed` if the model could not load."""
 
     def __init__(
         self,
@@ -443,10 +448,12 @@ class Generator:
         models: Mapping[str, ModelConfig] | None = None,
         max_images: int = DEFAULT_MAX_IMAGES,
         store: ArtifactStore | None = None,
+        loading: Mapping[str, Future] | None = None,
     ) -> None:
         if max_images < 1:
             raise ValueError(f"max_images must be at least 1, got {max_images}")
         self.client = client
+        self.loading = dict(loading or {})
         self.models = dict(REGISTRY if models is None else models)
         self.max_images = max_images
         self.store = store
@@ -522,11 +529,28 @@ class Generator:
 
     async def _served(self, name: str, deadline: float | None) -> ServedModel:
         """How Triton serves `name`, asked once and kept until a request for it fails."""
+        if name in self.loading:
+            await self._loaded(name, self.loading[name], deadline)
         served = self._served_models.get(name)
         if served is None:
             served = await self.client.served_model(name, deadline=deadline)
             self._served_models[name] = served
         return served
+
+    async def _loaded(self, name: str, loading: Future, deadline: float | None) -> None:
+        """Returns once Triton has loaded `name`; raises why it could not."""
+        if not loading.done():
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # shield: a request that gives up does not call off the load the others wait for
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(loading)), timeout)
+            if not loading.done():
+                raise TritonDeadlineExceeded(f"model {name!r} was still loading in Triton when the deadline passed",
+                                             "DEADLINE_EXCEEDED")
+        error = loading.exception()
+        if error is not None:
+            raise TritonModelNotServed(f"Triton could not load model {name!r}: {str(error).split('; log tail:')[0]}",
+                                       "NOT_FOUND")
 
     async def _one(self, index: int, provenance: Provenance, store: bool, deadline: float | None) -> GeneratedImage:
         try:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.machine import usable_cpus
 from services.harvester.cachefiles import digest, read_cached, write_atomically
 from services.harvester.records import ReferenceRecord, parse_year
 
@@ -507,10 +508,7 @@ def _worker_count(workers: int | None) -> int:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         return workers
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 def count_title_captions(

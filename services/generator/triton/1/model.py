@@ -90,7 +90,11 @@ class TritonPythonModel:
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.config.name}: loading {self.config.pipeline} on {device} ({self.config.dtype})")
         self.generator = Generator.load(self.config, device=device,
-                                        generator_device=params.get("generator_device") or "cpu")
+                                        generator_device=params.get("generator_device") or "cpu",
+                                        cpu_threads=int(params.get("cpu_threads") or 0) or None)
+        import torch
+
+        self.logger.log_info(f"{self.config.name}: ready on {device} with {torch.get_num_threads()} torch threads")
 
     def execute(self, requests):
         responses: list = [None] * len(requests)
