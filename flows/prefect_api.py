@@ -61,13 +61,20 @@ class PrefectAPI:
 
     def start(self) -> PrefectAPI:
         """The configured API, else a temporary server launched now (not waited for)."""
+        # Importing Prefect to read its settings takes seconds, and a server takes longer
+        # still to come up: where no variable names an API, the server is launched first and
+        # stopped again if the active profile names one.
+        if not os.environ.get("PREFECT_API_URL"):
+            self._launch()
         from prefect.settings import PREFECT_API_URL
 
         configured = PREFECT_API_URL.value()
         if configured:
+            self._stop_process()
             self.url = str(configured).rstrip("/")
             return self
-        self._launch()
+        if self.process is None:  # a variable Prefect does not read as a URL
+            self._launch()
         self._previous_url = os.environ.get("PREFECT_API_URL")
         _point_prefect_at(self.url)
         # After Prefect's own exit hooks, which flush logs and events to this server: atexit
@@ -117,16 +124,10 @@ class PrefectAPI:
 
     def close(self) -> None:
         """Stops the temporary server (if one was started) and restores the settings."""
-        process, self.process = self.process, None
-        if process is None:
+        if self.process is None:
             return
         atexit.unregister(self.close)
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self._stop_process()
         if self._previous_url is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
@@ -141,6 +142,17 @@ class PrefectAPI:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _stop_process(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def _launch(self) -> None:
         port = _free_port(self.host)

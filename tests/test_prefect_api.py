@@ -82,3 +82,28 @@ def test_a_server_that_cannot_start_says_why(no_configured_api, tmp_path):
     with pytest.raises(RuntimeError, match=r"Prefect's temporary API exited \(\d+\): .*nosuchdialect"):
         api.ready()
     api.close()
+
+
+def test_an_api_named_by_the_active_profile_is_used_and_nothing_is_left_running(no_configured_api, tmp_path):
+    """The temporary server is launched before Prefect's settings are read (importing Prefect
+    takes seconds); when the active profile names an API after all, it is stopped again."""
+    from prefect.context import refresh_global_settings_context
+
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('active = "remote"\n\n[profiles.remote]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+    no_configured_api.setenv("PREFECT_PROFILES_PATH", str(profiles))
+    refresh_global_settings_context()
+    launched = []
+    original = PrefectAPI._launch
+
+    def launch(self):
+        original(self)
+        launched.append(self.process)
+
+    no_configured_api.setattr(PrefectAPI, "_launch", launch)
+    api = PrefectAPI(log_file=tmp_path / "prefect-api.log")
+    api.start_in_background()
+    assert api.ready() == "http://127.0.0.1:9/api"
+    assert api.process is None
+    assert len(launched) == 1 and launched[0].poll() is not None  # launched, then stopped
+    api.close()
