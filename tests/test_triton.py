@@ -200,6 +200,20 @@ def test_the_instance_kind_is_torchs_answer_without_importing_torch_where_there_
         assert imported == "False"
 
 
+def test_the_bundled_server_is_found_without_importing_pytriton():
+    """Importing pytriton loads its client (tritonclient's HTTP client, aiohttp: most of a
+    second) that nothing here uses; its folder is all `TritonServer` needs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from services.generator.triton_server import _pytriton_dist; folder = _pytriton_dist(); "
+            "imported = 'pytriton' in sys.modules; import pytriton, pathlib; "
+            "print(imported, folder == pathlib.Path(pytriton.__file__).resolve().parent, (folder / 'tritonserver').is_dir())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1])).stdout.split()
+    assert out == ["False", "True", "True"]
+
+
 def test_config_pbtxt_escapes_and_makes_inputs_per_request():
     config = ModelConfig.from_dict({"name": "odd", "pipeline": 'C:\\weights\\"quoted"', "description": "two\nlines"})
     text = model_config_pbtxt(config, config.pipeline, instance_kind="KIND_CPU", max_queue_delay_microseconds=1234)
