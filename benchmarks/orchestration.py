@@ -8,8 +8,10 @@ child's start to its exit. The child wraps three calls with a clock (a few micro
 `run_benchmark` (the Prefect flow) and `run_analysis` (the `analyze` flow), so the wall time
 splits into
 
-- startup: process start, imports, the offline harvest and the services coming up, then
-  whatever is left of the wait for Prefect's temporary API (`prefect_wait_s`);
+- startup: process start, imports, the offline harvest, the MLflow store and the services
+  coming up (Triton's server, not its models: they load one after another while the flow
+  runs, the first model's cells waiting for it), then whatever is left of the wait for
+  Prefect's temporary API (`prefect_wait_s`);
 - flow: `run_benchmark`, of which `summary.json`'s `seconds` is the flow function's own body
   (the rest is Prefect creating the flow run, waiting for its temporary API);
 - analysis: the `analyze` flow (validation of the encoders on the references, the report),
@@ -22,6 +24,10 @@ Triton) plus `scoring_seconds` (per ScoreImages call, the client-side wall time 
 divided by its images: the scorer's compute plus the gRPC round trip and any queueing in the
 scorer). Generation and scoring run concurrently (2 requests in flight per service), so their
 sum can count overlapping time twice.
+
+`cpu_s` is the CPU time of the whole run, every process it waited for included (Triton and
+its model processes, Prefect's API): steadier than the ratio on a shared machine, where the
+contended compute in the ratio's denominator grows and shrinks with everything beside it.
 
 What persists between runs on a machine, as between a schedule's runs: the tiny pipelines
 (`~/.cache/iconicity/models`, built by the first run) and the encoders' validation
@@ -44,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -152,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             env["ICONICITY_CACHE"] = str(root / "cache")
         print(f"iconicity run --config {config} --out {out}", flush=True)
         load = os.getloadavg()[0]
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.time()
         done = subprocess.run([sys.executable, __file__, "--child", str(out), config, str(timings)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, text=True, check=False)
         ended = time.time()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
         print(done.stdout, end="")
         if done.returncode != 0:
             print(f"iconicity run failed with {done.returncode}", file=sys.stderr)
@@ -176,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_ratio": wall / compute,
             "wall_s": wall,
             "compute_s": compute,
+            "cpu_s": cpu,
             "overhead_ratio_no_report": (wall - analysis) / compute,
             "overhead_ratio_no_startup": flow / compute,
             "overhead_ratio_flow_body": float(summary["seconds"]) / compute,
@@ -207,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
               f"flow {flow:.1f} s (body {figures['flow_body_s']:.1f}) + "
               f"analysis and report {analysis:.1f} s + teardown {teardown:.1f} s")
         print(f"compute {compute:.1f} s = generation {generation:.1f} s (inside Triton) + scoring {scoring:.1f} s "
-              f"(ScoreImages round trips) over {images} images in {len(summary['cells'])} cells")
+              f"(ScoreImages round trips) over {images} images in {len(summary['cells'])} cells; "
+              f"{cpu:.1f} s of CPU in all")
         print(f"wall / compute: {figures['overhead_ratio']:.2f} with startup and teardown (target <= 1.25), "
               f"{figures['overhead_ratio_no_startup']:.2f} the flow alone, "
               f"{figures['overhead_ratio_no_startup_longest']:.2f} the flow over its longer stage; "

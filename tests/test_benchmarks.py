@@ -50,7 +50,8 @@ def test_orchestration_benchmark_quick_run_prints_its_figures(tmp_path):
                             capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, (result.stdout[-1000:], result.stderr[-2000:])
     figures = dict(pair.split("=", 1) for pair in result.stdout.strip().splitlines()[-1].split())
-    assert list(figures)[:3] == ["overhead_ratio", "wall_s", "compute_s"]
+    assert list(figures)[:4] == ["overhead_ratio", "wall_s", "compute_s", "cpu_s"]
+    assert float(figures["cpu_s"]) > 0
     assert (figures["images"], figures["cells"], figures["failed_cells"]) == ("1", "1", "0")
     wall, compute = float(figures["wall_s"]), float(figures["compute_s"])
     assert compute > 0 and abs(float(figures["overhead_ratio"]) - wall / compute) < 0.01 * wall / compute
