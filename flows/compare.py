@@ -23,10 +23,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from flows.tracking import first_line, quick_http, quote_filter_value
+from flows.tracking import first_line, quick_http, quote_filter_value, sqlite_database
 
 DEFAULT_METRICS = ("cra", "vr", "vi", "crt")
 ORIGINAL = "original"
@@ -75,7 +74,8 @@ def run_compare(args: argparse.Namespace, out: io.TextIOBase | None = None) -> i
         raise CompareError("nothing to compare: give one or two run ids, --experiment NAME or --filter EXPR")
     if runs and (args.experiment or args.filter_string):
         raise CompareError("give run ids, or --experiment/--filter, not both")
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    database = sqlite_database(uri)
+    if database is not None and not database.is_file():
         raise CompareError(f"no MLflow store at {uri} (no such database file)")
     with quick_http():
         source = RunSource(uri)

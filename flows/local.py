@@ -215,12 +215,11 @@ class LocalServices:
             started.append("scorer")
 
         tracking_uri = tracking_uri_for(spec, self.out_dir, self.tracking_uri)
-        if tracking_uri.startswith("sqlite:///"):
-            # Importing MLflow and making its store take seconds of CPU, spent here while
-            # Triton starts rather than in the flow.
-            from flows.tracking import create_sqlite_store
+        # Importing MLflow and making a new sqlite store take seconds of CPU, spent here
+        # while Triton starts rather than in the flow.
+        from flows.tracking import prepare_store
 
-            create_sqlite_store(Path(tracking_uri[len("sqlite:///"):]))
+        prepare_store(tracking_uri)
 
         triton_url: str | None = None if services.is_local("triton") else services.triton
         unavailable: dict[str, str] = {}

@@ -172,9 +172,10 @@ def _load_mlflow(run_id: str, uri: str) -> RunResults:
     """The folder named by the parent's `iconicity.out_dir` tag when it is here, else its
     artifacts and its children's, downloaded."""
     from flows.compare import RunSource
-    from flows.tracking import TAG_KIND, TAG_OUT_DIR, TAG_PARENT, quick_http
+    from flows.tracking import TAG_KIND, TAG_OUT_DIR, TAG_PARENT, quick_http, sqlite_database
 
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    database = sqlite_database(uri)
+    if database is not None and not database.is_file():
         raise ReportError(f"no MLflow store at {uri} (no such database file)")
     with quick_http():
         source = RunSource(uri)
@@ -1009,10 +1010,12 @@ def log_report(path: Path, run_id: str | None, tracking_uri: str | None) -> bool
     saying why, and False."""
     if not run_id or not tracking_uri:
         return False
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+    from flows.tracking import first_line, quick_http, sqlite_database
+
+    database = sqlite_database(tracking_uri)
+    if database is not None and not database.is_file():
         warnings.warn(f"report not logged to MLflow: no store at {tracking_uri}", ReportWarning, stacklevel=2)
         return False
-    from flows.tracking import first_line, quick_http
 
     try:
         with quick_http():

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 # No network here: MLflow must not try to send telemetry (ENVIRONMENT.md).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -174,8 +173,7 @@ class Tracker:
     def __post_init__(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        if self.tracking_uri.startswith("sqlite:///"):
-            create_sqlite_store(Path(self.tracking_uri[len("sqlite:///"):]))
+        prepare_store(self.tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self._experiment_id()
 
@@ -215,9 +213,8 @@ class Tracker:
     def _artifact_location(self) -> str | None:
         if self.artifact_location:
             return self.artifact_location
-        parsed = urlparse(self.tracking_uri)
-        if parsed.scheme == "sqlite" and self.tracking_uri.startswith("sqlite:///"):
-            database = Path(self.tracking_uri[len("sqlite:///"):])
+        database = sqlite_database(self.tracking_uri)
+        if database is not None:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.experiment)
             return (database.resolve().parent / "mlartifacts" / slug).as_uri()
         return None
@@ -460,6 +457,23 @@ def _scaled(source: ImageSource, size: int):
     picture = picture.convert("RGB")
     picture.thumbnail((size, size))
     return picture
+
+
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///FILE` tracking URI; None for any other URI.
+
+    >>> sqlite_database("sqlite:///runs/mlflow.db"), sqlite_database("http://127.0.0.1:5000")
+    (PosixPath('runs/mlflow.db'), None)
+    """
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Makes the sqlite store a `sqlite:///` URI names, if it is missing
+    (`create_sqlite_store`); other stores are the server's business."""
+    database = sqlite_database(tracking_uri)
+    if database is not None:
+        create_sqlite_store(database)
 
 
 def create_sqlite_store(path: Path) -> None:

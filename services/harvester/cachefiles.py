@@ -36,7 +36,7 @@ def read_cached(path: Path) -> bytes | None:
         return None
 
 
-def write_atomically(path: Path, body: bytes) -> bool:
+def write_cached(path: Path, body: bytes) -> bool:
     """`body` at `path`, whole or not at all (`services.common.files.write_atomically`);
     False, leaving nothing behind, when the folder cannot be written (read-only, full)."""
     try:

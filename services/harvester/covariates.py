@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.machine import usable_cpus
-from services.harvester.cachefiles import digest, read_cached, write_atomically
+from services.harvester.cachefiles import digest, read_cached, write_cached
 from services.harvester.records import ReferenceRecord, parse_year
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class TitleIndex:
         index = cls._from_cache(read_cached(entry), key, str(path))
         if index is None:
             index = cls._from_csv(io.StringIO(data.decode("utf-8"), newline=""), path, title_column, id_column)
-            write_atomically(entry, index._cache_body(key))
+            write_cached(entry, index._cache_body(key))
         return index
 
     @classmethod

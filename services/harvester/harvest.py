@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.images import DEFAULT_MAX_PIXELS, InvalidImage, decode_image, media_type
-from services.harvester.cachefiles import digest, read_cached, write_atomically
+from services.harvester.cachefiles import digest, read_cached, write_cached
 from services.harvester.catalog import Catalog
 from services.harvester.records import ReferenceRecord
 from services.harvester.sources import Source
@@ -147,7 +147,7 @@ def decoded_size(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
         except (ValueError, TypeError):
             pass  # damaged: decoded again and rewritten
     decoded = decode_image(data, name, max_pixels)
-    write_atomically(entry, json.dumps([decoded.width, decoded.height]).encode("ascii"))
+    write_cached(entry, json.dumps([decoded.width, decoded.height]).encode("ascii"))
     return decoded.width, decoded.height
 
 
