@@ -83,19 +83,15 @@ def _stored_reference(entry: CatalogEntry) -> _StoredReference:
     """What `entry.load()` would give the key, read from the image files' bytes. A work whose
     images are not all there is loaded, for the error that loading it raises."""
     from services.common.images import content_hash
-    from services.scorer.references import image_files
 
     try:
-        files = ([entry.folder / name for name in entry.image_names] if entry.image_names
-                 else image_files(entry.folder))
-        images = tuple(_StoredImage(content_hash(path.read_bytes())) for path in files)
+        images = tuple(_StoredImage(content_hash(path.read_bytes())) for path in entry.image_paths())
     except OSError:
         images = ()
     if not images:
         loaded = entry.load()  # raises what the scorer would say (no such folder or file, no images)
         return _StoredReference(loaded.reference_id, tuple(_StoredImage(i.content_hash) for i in loaded.images))
-    # CatalogEntry.load names a work by its slug (load_reference_folder: else by its folder).
-    return _StoredReference(entry.slug if entry.image_names else (entry.slug or entry.folder.name), images)
+    return _StoredReference(entry.reference_id, images)
 
 
 def validation_for(folder: str | Path, spec: BenchmarkSpec, references_dir: str | Path | None = None,

@@ -116,11 +116,21 @@ class CatalogEntry:
     qid: str | None = None
     image_names: tuple[str, ...] = ()
 
+    @property
+    def reference_id(self) -> str:
+        """The id `load` gives the work: its slug (a folder of images without one: the
+        folder's name)."""
+        return self.slug if self.image_names else (self.slug or self.folder.name)
+
+    def image_paths(self) -> list[Path]:
+        """Its image files in the order `load` decodes them, canonical first."""
+        return [self.folder / n for n in self.image_names] if self.image_names else image_files(self.folder)
+
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reference:
         if not self.image_names:
-            return load_reference_folder(self.folder, self.slug, self.imagery, max_pixels)
+            return load_reference_folder(self.folder, self.reference_id, self.imagery, max_pixels)
         images = tuple(decode_image((self.folder / n).read_bytes(), n, max_pixels) for n in self.image_names)
-        return Reference(self.slug, images, self.imagery)
+        return Reference(self.reference_id, images, self.imagery)
 
 
 def load_catalog(root: str | Path) -> list[CatalogEntry]:
