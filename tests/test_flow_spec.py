@@ -33,7 +33,7 @@ def spec_of(**changes) -> BenchmarkSpec:
 def test_default_benchmark_is_the_offline_smoke_run():
     spec = load_benchmark()
     assert spec.name == "default" and spec.experiment == "default"
-    assert [m.name for m in spec.models] == ["tiny-sd", "tiny-flux"]
+    assert [m.name for m in spec.models] == ["tiny-flux", "tiny-sd"]
     assert spec.perturbations == ("original", "synonym", "literal")
     assert 2 <= spec.images_per_prompt <= 4 and spec.seeds == tuple(range(spec.images_per_prompt))
     assert (spec.encoders.recognition, spec.encoders.realization) == ("classical", "classical")
