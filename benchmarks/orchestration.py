@@ -28,6 +28,11 @@ sum can count overlapping time twice.
 `cpu_s` is the CPU time of the whole run, every process it waited for included (Triton and
 its model processes, Prefect's API): steadier than the ratio on a shared machine, where the
 contended compute in the ratio's denominator grows and shrinks with everything beside it.
+`overhead_ratio_floor` is `cpu_s` over the usable cores over the compute: the ratio if every
+core were busy from the run's start to its end, below which no ordering of the same CPU work
+goes; `unused_core_s` is the core-seconds the run did not use (wall x cores - CPU: idle, or
+taken by other processes on a shared machine). The gap between the two ratios is the
+scheduling's (and the neighbours'); the floor is set by the CPU the run spends.
 
 What persists between runs on a machine, as between a schedule's runs: the tiny pipelines
 (`~/.cache/iconicity/models`, built by the first run) and the encoders' validation
@@ -60,6 +65,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from services.common.machine import usable_cpus  # noqa: E402
 
 QUICK_REFERENCE = "the_great_wave_off_kanagawa"
 
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         generation, scoring = float(summary["generation_seconds"]), float(summary["scoring_seconds"])
         compute = generation + scoring
         wall = ended - started
+        cores = usable_cpus()
         startup = marks["flow_start"] - started
         flow = marks["flow_end"] - marks["flow_start"]
         analysis = marks["analysis_end"] - marks["analysis_start"] if "analysis_end" in marks else 0.0
@@ -187,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": wall,
             "compute_s": compute,
             "cpu_s": cpu,
+            # no ordering of this run's CPU finishes sooner than with every core busy from its
+            # start to its end: the ratio that would give, and the core-seconds it did not use
+            "overhead_ratio_floor": cpu / cores / compute,
+            "unused_core_s": max(0.0, wall * cores - cpu),
+            "cores": cores,
             "overhead_ratio_no_report": (wall - analysis) / compute,
             "overhead_ratio_no_startup": flow / compute,
             "overhead_ratio_flow_body": float(summary["seconds"]) / compute,
@@ -220,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compute {compute:.1f} s = generation {generation:.1f} s (inside Triton) + scoring {scoring:.1f} s "
               f"(ScoreImages round trips) over {images} images in {len(summary['cells'])} cells; "
               f"{cpu:.1f} s of CPU in all")
+        print(f"on {cores} cores that CPU takes at least {cpu / cores:.1f} s, a ratio of "
+              f"{figures['overhead_ratio_floor']:.2f}; {figures['unused_core_s']:.1f} core-seconds went unused")
         print(f"wall / compute: {figures['overhead_ratio']:.2f} with startup and teardown (target <= 1.25), "
               f"{figures['overhead_ratio_no_startup']:.2f} the flow alone, "
               f"{figures['overhead_ratio_no_startup_longest']:.2f} the flow over its longer stage; "

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.common.machine import usable_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,6 +57,11 @@ def test_orchestration_benchmark_quick_run_prints_its_figures(tmp_path):
     assert (figures["images"], figures["cells"], figures["failed_cells"]) == ("1", "1", "0")
     wall, compute = float(figures["wall_s"]), float(figures["compute_s"])
     assert compute > 0 and abs(float(figures["overhead_ratio"]) - wall / compute) < 0.01 * wall / compute
+    # The floor: the run's CPU spread over every usable core, against the same compute.
+    cpu, cores = float(figures["cpu_s"]), int(figures["cores"])
+    assert cores == usable_cpus()
+    assert abs(float(figures["overhead_ratio_floor"]) - cpu / cores / compute) < 0.01 * cpu / cores / compute
+    assert abs(float(figures["unused_core_s"]) - max(0.0, wall * cores - cpu)) < 0.01 * wall * cores
     # The phases are the whole: startup, flow, analysis and teardown add up to the wall time.
     phases = sum(float(figures[k]) for k in ("startup_s", "flow_s", "analysis_s", "teardown_s"))
     assert abs(phases - wall) < 0.05 * wall, (phases, wall)
