@@ -66,18 +66,21 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX
     return DecodedImage(name=name, pixels=pixels, content_hash=content_hash(data))
 
 
+UNKNOWN_MEDIA_TYPE = "application/octet-stream"
+
+
 def media_type(data: bytes) -> str:
-    """The MIME type of encoded image bytes, from their header ('application/octet-stream'
-    when Pillow does not know it).
+    """The MIME type of encoded image bytes, from their header (`UNKNOWN_MEDIA_TYPE` when
+    Pillow does not know it).
 
     >>> media_type(encode_png(np.zeros((2, 2, 3), dtype=np.uint8)))
     'image/png'
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return Image.MIME.get(image.format or "", "application/octet-stream")
+            return Image.MIME.get(image.format or "", UNKNOWN_MEDIA_TYPE)
     except (OSError, ValueError, SyntaxError):
-        return "application/octet-stream"
+        return UNKNOWN_MEDIA_TYPE
 
 
 def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:

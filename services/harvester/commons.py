@@ -13,7 +13,6 @@ their media type and SHA-256.
 
 from __future__ import annotations
 
-import io
 import random
 import threading
 import time
@@ -23,9 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
-from services.common.images import DEFAULT_MAX_PIXELS, InvalidImage, content_hash, decode_image
+from services.common.images import (
+    DEFAULT_MAX_PIXELS,
+    UNKNOWN_MEDIA_TYPE,
+    InvalidImage,
+    content_hash,
+    decode_image,
+    media_type,
+)
 
 from .wikidata import (
     COMMONS_FILE_PATH,
@@ -179,11 +183,7 @@ class CommonsClient:
 
 def _media_type(answer: HttpAnswer) -> str:
     """The media type the bytes themselves declare (their format), else the server's."""
-    try:
-        with Image.open(io.BytesIO(answer.body)) as image:
-            found = Image.MIME.get(image.format or "")
-    except (OSError, ValueError, SyntaxError):
-        found = None
-    if found:
+    found = media_type(answer.body)
+    if found != UNKNOWN_MEDIA_TYPE:
         return found
-    return (answer.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
+    return (answer.headers.get("Content-Type") or UNKNOWN_MEDIA_TYPE).split(";")[0].strip()
