@@ -57,13 +57,15 @@ class WikidataSource:
             yield SourceImage(url, lambda url=url: self.commons.fetch(url, self.thumbnail_width).data)
 
 
-def fetch_url(url: str, settings: dict[str, Any] | None = None) -> bytes:
-    """Bytes of one user-supplied image URL, with the harvester's User-Agent and retries."""
+def url_fetcher(settings: dict[str, Any] | None = None) -> Callable[[str], bytes]:
+    """Bytes of user-supplied image URLs, with the harvester's User-Agent and retries: one
+    client for a whole list, so its URLs share the client's bound on requests in flight."""
     from services.harvester.commons import CommonsClient
     from services.harvester.wikidata import WikidataConfig
 
     config = WikidataConfig.from_dict(settings or {"contact": "unknown (set wikidata.contact)"})
-    return CommonsClient.from_config(config).fetch(url).data
+    client = CommonsClient.from_config(config)
+    return lambda url: client.fetch(url).data
 
 
 SourceFactory = Callable[[Catalog], Source]
@@ -81,7 +83,7 @@ def source_factories(config: HarvestConfig) -> list[SourceFactory]:
         factories.append(lambda catalog, folder=folder: FolderSource(folder, _known(catalog)))
     for url_file in config.url_lists:
         factories.append(lambda catalog, url_file=url_file: UrlListSource(
-            url_file, _known(catalog), lambda url: fetch_url(url, config.wikidata or None)))
+            url_file, _known(catalog), url_fetcher(config.wikidata or None)))
     return factories
 
 
