@@ -196,6 +196,41 @@ def test_a_report_that_fails_is_said_after_where_the_results_are(first_run):
     assert "report:         not written: no space left on device" in text
 
 
+def test_iconicity_run_whose_report_cannot_be_written_keeps_its_results(tmp_path):
+    """The main job with a real failure of its analysis (the report's path is a folder):
+    the results, the Parquet files and the MLflow runs stay; the command says where they
+    are, that the report was not written and why, and exits 1."""
+    spec = load_benchmark(None)
+    references = {**spec.to_dict()["references"], "filter": {"ids": [REFERENCES[1]]},
+                  "catalog": str(spec.path(spec.references.catalog))}
+    spec = spec.with_overrides(name="report-fails", references=references, models=["tiny-sd"],
+                               perturbations=["original"], images_per_prompt=1)
+    config, out = tmp_path / "tiny.yaml", tmp_path / "out"
+    config.write_text(spec.to_yaml())
+    (out / "report.html").mkdir(parents=True)  # the report cannot be written there
+    # Its own Prefect home: the command starts its own temporary API beside this session's.
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run", "--config", str(config), "--out", str(out),
+                           "--no-progress", "--no-validation"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-3000:])
+    assert f"results:        {out}" in done.stdout
+    assert "report:         not written: " in done.stdout and "report.html" in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "iconicity: error: the benchmark completed but its report failed: ")
+    # Nothing of the benchmark is lost: its cell, its Parquet rows and its MLflow runs.
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["status"] for c in summary["cells"]] == ["completed"] and not summary["failed"]
+    assert len(store.read_parquet(out / "cells" / "tiny-sd" / "original" / "images.parquet")) == 1
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("report-fails").experiment_id])
+    assert sorted(r.data.tags.get("mlflow.parentRunId") is None for r in runs) == [False, True]
+
+
 def test_mlflow_and_parquet_equal_what_the_scorer_returns(first_run, services):
     """Re-scores one cell's images straight through the scorer's gRPC API."""
     from iconicity.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
