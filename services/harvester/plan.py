@@ -59,7 +59,7 @@ class WikidataSource:
 
 def url_fetcher(settings: dict[str, Any] | None = None) -> Callable[[str], bytes]:
     """Bytes of user-supplied image URLs, with the harvester's User-Agent and retries: one
-    client for a whole list, so its URLs share the client's bound on requests in flight."""
+    client for a whole list, built once rather than per URL."""
     from services.harvester.commons import CommonsClient
     from services.harvester.wikidata import WikidataConfig
 
