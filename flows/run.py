@@ -118,7 +118,7 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
             print(f"model {name} is not served here: {why}", file=sys.stderr, flush=True)
         prefect.ready()
         try:
-            with progress_listener(bar):
+            with progress_listener(bar), prefect.flow_settings():
                 result = run_benchmark(spec, out, addresses.to_dict(), execution_id=execution_id)
         finally:
             bar.close()
@@ -131,8 +131,9 @@ def execute(spec: Any, out: Path, *, images_dir: Path | None = None, tracking_ur
         if analysis and len(result.failed) < len(result.cells):  # a report of what completed
             print("writing the report ...", file=sys.stderr, flush=True)
             try:
-                result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
-                                               tracking_uri=result.tracking_uri, validate=validation)
+                with prefect.flow_settings():
+                    result.analysis = run_analysis(out, spec, references_dir=addresses.catalog_dir,
+                                                   tracking_uri=result.tracking_uri, validate=validation)
             except Exception as error:  # the results stand without their report: say where they are first
                 result.analysis_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     finally:

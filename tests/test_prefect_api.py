@@ -28,7 +28,7 @@ def test_a_temporary_api_runs_the_flows_then_stops(no_configured_api, tmp_path):
     from prefect import flow, task
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, Settings, get_current_settings
 
     @task
     def double(x: int) -> int:
@@ -37,6 +37,10 @@ def test_a_temporary_api_runs_the_flows_then_stops(no_configured_api, tmp_path):
     @flow(name="prefect-api-test")
     def doubled(n: int) -> list[int]:
         return [double.submit(i).result() for i in range(n)]
+
+    @flow(name="prefect-api-heartbeat")
+    def heartbeat_frequency() -> int | None:
+        return get_current_settings().flows.heartbeat_frequency
 
     api = PrefectAPI(log_file=tmp_path / "prefect-api.log")
     api.start_in_background()
@@ -47,6 +51,11 @@ def test_a_temporary_api_runs_the_flows_then_stops(no_configured_api, tmp_path):
         assert PREFECT_API_URL.value() == url  # this process's Prefect now talks to it
         state = doubled(3, return_state=True)
         assert state.result() == [0, 2, 4]
+        # its flows run without heartbeats (nothing on a temporary server reads them); outside
+        # `flow_settings`, Prefect's own settings
+        with api.flow_settings():
+            assert heartbeat_frequency() is None
+        assert get_current_settings().flows.heartbeat_frequency == Settings().flows.heartbeat_frequency > 0
         with get_client(sync_client=True) as client:
             assert str(client.api_url).rstrip("/") == url
             run = client.read_flow_run(state.state_details.flow_run_id)
@@ -65,6 +74,7 @@ def test_a_temporary_api_runs_the_flows_then_stops(no_configured_api, tmp_path):
 
 def test_a_configured_api_is_used_and_nothing_is_started(no_configured_api, tmp_path):
     from prefect.context import refresh_global_settings_context
+    from prefect.settings import Settings, get_current_settings
 
     no_configured_api.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     refresh_global_settings_context()
@@ -72,6 +82,8 @@ def test_a_configured_api_is_used_and_nothing_is_started(no_configured_api, tmp_
     api.start_in_background()
     assert api.ready() == "http://127.0.0.1:9/api"
     assert api.process is None and not (tmp_path / "prefect-api.log").exists()
+    with api.flow_settings():  # a configured server's flows keep Prefect's settings
+        assert get_current_settings().flows.heartbeat_frequency == Settings().flows.heartbeat_frequency
     api.close()
 
 
