@@ -35,7 +35,7 @@ def test_default_benchmark_is_the_offline_smoke_run():
     assert spec.name == "default" and spec.experiment == "default"
     assert [m.name for m in spec.models] == ["tiny-flux", "tiny-sd"]
     assert spec.perturbations == ("original", "synonym", "literal")
-    assert 2 <= spec.images_per_prompt <= 4 and spec.seeds == tuple(range(spec.images_per_prompt))
+    assert 4 <= spec.images_per_prompt <= 8 and spec.seeds == tuple(range(spec.images_per_prompt))
     assert (spec.encoders.recognition, spec.encoders.realization) == ("classical", "classical")
     assert all(spec.services.is_local(s) for s in ("harvester", "generator", "scorer", "triton"))
     assert spec.references.source == "catalog"

@@ -97,8 +97,8 @@ def cpu_threads_per_instance(instances: int, cpus: int | None = None) -> int:
     """torch threads for each of `instances` CPU model instances sharing `cpus` (default:
     this process's usable CPUs): an equal share, at least one. torch gives every process
     a thread per core by default, so two model processes on two cores ran four threads
-    for two cores: on the default benchmark their processes took about 70 s of CPU for the
-    144 images, against 32-35 s with a thread each (measured on 2 cores; benchmarks/README).
+    for two cores: on the default benchmark (then 144 images) their processes took about 70 s
+    of CPU, against 32-35 s with a thread each (measured on 2 cores; benchmarks/README).
 
     >>> cpu_threads_per_instance(2, cpus=2), cpu_threads_per_instance(3, cpus=16), cpu_threads_per_instance(4, cpus=2)
     (1, 5, 1)
