@@ -62,6 +62,8 @@ def test_orchestration_benchmark_quick_run_prints_its_figures(tmp_path):
     assert cores == usable_cpus()
     assert abs(float(figures["overhead_ratio_floor"]) - cpu / cores / compute) < 0.01 * cpu / cores / compute
     assert abs(float(figures["unused_core_s"]) - max(0.0, wall * cores - cpu)) < 0.01 * wall * cores
+    longest = max(float(figures["generation_s"]), float(figures["scoring_s"]))
+    assert abs(float(figures["overhead_ratio_longest"]) - wall / longest) < 0.01 * wall / longest
     # The phases are the whole: startup, flow, analysis and teardown add up to the wall time.
     phases = sum(float(figures[k]) for k in ("startup_s", "flow_s", "analysis_s", "teardown_s"))
     assert abs(phases - wall) < 0.05 * wall, (phases, wall)
